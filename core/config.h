@@ -1,0 +1,214 @@
+// Typed configs with defaults, help and ranges, documented in one place (the struct), read from and
+// written to JSON. A config is a plain struct with a `fields` visitor:
+//
+//   struct TrainConfig {
+//     std::int64_t steps = 1000;
+//     double lr = 1e-4;
+//     std::string sampler = "ddim";
+//     template <class V> void fields(V& v) {
+//       v("steps", steps, "optimizer steps", Range{1, 1e9});
+//       v("lr", lr, "learning rate", Range{0, 1});
+//       v("sampler", sampler, "sampler name", Choices{"ddim", "euler"});
+//     }
+//   };
+//
+// from_json() rejects unknown keys (naming the key and the closest known one), wrong types and
+// out-of-range values, naming the field; to_json() gives the effective config (every field).
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "core/error.h"
+
+namespace atelier {
+
+using json = nlohmann::json;
+
+struct Range {
+  double min = -1e300;
+  double max = 1e300;
+};
+struct Choices {
+  std::vector<std::string> values;
+  Choices(std::initializer_list<std::string> v) : values(v) {}
+  explicit Choices(std::vector<std::string> v) : values(std::move(v)) {}
+};
+
+// What the CLI's `atelier jobs` prints and the GUI builds its forms from.
+struct FieldInfo {
+  std::string name;
+  std::string type;  // bool, int, float, string, list[int], list[float], list[string], object
+  std::string help;
+  json default_value;
+  std::optional<Range> range;
+  std::vector<std::string> choices;
+};
+
+namespace config_detail {
+
+template <class T>
+std::string type_name() {
+  if constexpr (std::is_same_v<T, bool>) return "bool";
+  else if constexpr (std::is_integral_v<T>) return "int";
+  else if constexpr (std::is_floating_point_v<T>) return "float";
+  else if constexpr (std::is_same_v<T, std::string>) return "string";
+  else if constexpr (std::is_same_v<T, json>) return "object";
+  else return "list[" + type_name<typename T::value_type>() + "]";
+}
+
+// Checks a JSON value against T; returns an error text or empty.
+template <class T>
+std::string check_type(const json& j) {
+  if constexpr (std::is_same_v<T, bool>) return j.is_boolean() ? "" : "expected bool";
+  else if constexpr (std::is_integral_v<T>) {
+    if (j.is_number_integer()) return "";
+    if (j.is_number_float() && j.get<double>() == static_cast<double>(static_cast<std::int64_t>(j.get<double>())))
+      return "";
+    return "expected int";
+  } else if constexpr (std::is_floating_point_v<T>) return j.is_number() ? "" : "expected float";
+  else if constexpr (std::is_same_v<T, std::string>) return j.is_string() ? "" : "expected string";
+  else if constexpr (std::is_same_v<T, json>) return "";
+  else {
+    if (!j.is_array()) return "expected " + type_name<T>();
+    for (const auto& e : j)
+      if (!check_type<typename T::value_type>(e).empty()) return "expected " + type_name<T>();
+    return "";
+  }
+}
+
+template <class T>
+T convert(const json& j) {
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    if (j.is_number_float()) return static_cast<T>(j.get<double>());
+    return j.get<T>();
+  } else if constexpr (std::is_same_v<T, json>) {
+    return j;
+  } else if constexpr (std::is_same_v<T, bool> || std::is_arithmetic_v<T> || std::is_same_v<T, std::string>) {
+    return j.get<T>();
+  } else {
+    T out;
+    for (const auto& e : j) out.push_back(convert<typename T::value_type>(e));
+    return out;
+  }
+}
+
+template <class T>
+void check_constraints(const std::string& name, const T& value, const std::optional<Range>& range,
+                       const std::vector<std::string>& choices) {
+  if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+    if (range && (static_cast<double>(value) < range->min || static_cast<double>(value) > range->max))
+      fail("field '", name, "': ", value, " is outside [", range->min, ", ", range->max, "]");
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    if (!choices.empty() && std::find(choices.begin(), choices.end(), value) == choices.end()) {
+      std::string list;
+      for (const auto& c : choices) list += (list.empty() ? "" : ", ") + c;
+      fail("field '", name, "': '", value, "' is not one of: ", list);
+    }
+  } else if constexpr (!std::is_same_v<T, bool> && !std::is_same_v<T, json>) {
+    for (const auto& e : value) check_constraints(name, e, range, choices);
+  }
+}
+
+struct Reader {
+  const json& in;
+  std::vector<std::string> seen;
+  template <class T>
+  void operator()(const char* name, T& value, const char* /*help*/, std::optional<Range> range = std::nullopt) {
+    read(name, value, range, {});
+  }
+  template <class T>
+  void operator()(const char* name, T& value, const char* /*help*/, const Choices& choices) {
+    read(name, value, std::nullopt, choices.values);
+  }
+  template <class T>
+  void read(const char* name, T& value, const std::optional<Range>& range, const std::vector<std::string>& choices) {
+    seen.emplace_back(name);
+    auto it = in.find(name);
+    if (it == in.end() || it->is_null()) {
+      check_constraints(name, value, range, choices);
+      return;
+    }
+    std::string err = check_type<T>(*it);
+    if (!err.empty()) fail("field '", name, "': ", err, ", got ", it->type_name(), " ", it->dump());
+    value = convert<T>(*it);
+    check_constraints(name, value, range, choices);
+  }
+};
+
+struct Writer {
+  json& out;
+  template <class T, class C = int>
+  void operator()(const char* name, const T& value, const char*, const C& = {}) {
+    out[name] = value;
+  }
+};
+
+struct Describer {
+  std::vector<FieldInfo>& out;
+  template <class T>
+  void operator()(const char* name, const T& value, const char* help, std::optional<Range> range = std::nullopt) {
+    out.push_back({name, type_name<T>(), help, json(value), range, {}});
+  }
+  template <class T>
+  void operator()(const char* name, const T& value, const char* help, const Choices& choices) {
+    out.push_back({name, type_name<T>(), help, json(value), std::nullopt, choices.values});
+  }
+};
+
+std::string closest(const std::string& key, const std::vector<std::string>& known);
+
+}  // namespace config_detail
+
+// Reads `cfg` from `j` (starting from cfg's current values as defaults). Keys in `ignored` (e.g.
+// "kind") are skipped. Throws Error naming the offending key or field.
+template <class Config>
+void read_config(const json& j, Config& cfg, const std::vector<std::string>& ignored = {}) {
+  if (!j.is_object()) fail("config must be a JSON object, got ", j.type_name());
+  config_detail::Reader r{j, {}};
+  cfg.fields(r);
+  for (const auto& [key, _] : j.items()) {
+    if (std::find(ignored.begin(), ignored.end(), key) != ignored.end()) continue;
+    if (std::find(r.seen.begin(), r.seen.end(), key) == r.seen.end()) {
+      std::string hint = config_detail::closest(key, r.seen);
+      fail("unknown key '", key, "'", hint.empty() ? "" : " (did you mean '" + hint + "'?)");
+    }
+  }
+}
+
+template <class Config>
+Config from_json(const json& j, const std::vector<std::string>& ignored = {}) {
+  Config cfg;
+  read_config(j, cfg, ignored);
+  return cfg;
+}
+
+template <class Config>
+json to_json(const Config& cfg) {
+  json out = json::object();
+  config_detail::Writer w{out};
+  const_cast<Config&>(cfg).fields(w);
+  return out;
+}
+
+template <class Config>
+std::vector<FieldInfo> describe() {
+  std::vector<FieldInfo> out;
+  Config cfg;
+  config_detail::Describer d{out};
+  cfg.fields(d);
+  return out;
+}
+
+// Parses "key=value" overrides (value as JSON when it parses, else as a string) into `j`.
+void apply_override(json& j, const std::string& assignment);
+
+// Loads a JSON file; Error names the file and the line/column of a syntax error.
+json load_json_file(const std::filesystem::path& path);
+
+}  // namespace atelier

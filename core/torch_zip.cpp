@@ -1,0 +1,382 @@
+#include "core/torch_zip.h"
+
+#include <cstring>
+#include <optional>
+
+#include "core/error.h"
+#include "core/mapped_file.h"
+
+namespace atelier {
+namespace {
+
+using pickle::Value;
+using pickle::ValuePtr;
+using Kind = Value::Kind;
+
+// Custom value tags (Value::s): a tensor, a storage (1-D tensor of its dtype), and a tensor whose
+// rebuild failed; the latter is reported with its dotted name once the tree is complete.
+constexpr const char* kTensorTag = "torch.Tensor";
+constexpr const char* kStorageTag = "torch.Storage";
+constexpr const char* kBadTensorTag = "torch.BadTensor";
+constexpr std::size_t kMaxWalkDepth = 64;
+
+// ---------------------------------------------------------------------------------------------------
+// zip
+
+constexpr std::uint32_t kLocalSig = 0x04034b50, kCentralSig = 0x02014b50, kEocdSig = 0x06054b50;
+constexpr std::uint32_t kEocd64Sig = 0x06064b50, kLocator64Sig = 0x07064b50;
+constexpr std::uint32_t kFull32 = 0xFFFFFFFFu;
+
+// Bounds-checked little-endian reads.
+struct Bytes {
+  std::string_view a;
+  bool fits(std::uint64_t off, std::uint64_t n) const { return off <= a.size() && n <= a.size() - off; }
+  std::uint64_t get(std::uint64_t off, int n) const {
+    if (!fits(off, n)) fail("zip: truncated record at byte ", off);
+    std::uint64_t v = 0;
+    for (int k = n - 1; k >= 0; --k) v = (v << 8) | static_cast<std::uint8_t>(a[off + k]);
+    return v;
+  }
+  std::uint64_t u16(std::uint64_t off) const { return get(off, 2); }
+  std::uint64_t u32(std::uint64_t off) const { return get(off, 4); }
+  std::uint64_t u64(std::uint64_t off) const { return get(off, 8); }
+};
+
+}  // namespace
+
+std::vector<ZipEntry> read_zip_directory(std::string_view archive) {
+  const Bytes b{archive};
+  const std::uint64_t size = archive.size();
+  if (size < 22) fail("not a zip archive (", size, " bytes)");
+
+  // End of central directory: 22 bytes + a comment of up to 64 KiB, at the end of the file.
+  std::optional<std::uint64_t> eocd;
+  const std::uint64_t lowest = size > 22 + 0xFFFF ? size - 22 - 0xFFFF : 0;
+  for (std::uint64_t p = size - 22 + 1; p-- > lowest;) {
+    if (b.u32(p) == kEocdSig && p + 22 + b.u16(p + 20) <= size) {
+      eocd = p;
+      break;
+    }
+  }
+  if (!eocd) fail("zip end-of-central-directory record not found (not a zip archive, or truncated)");
+  std::uint64_t count = b.u16(*eocd + 10), dir_size = b.u32(*eocd + 12), dir_offset = b.u32(*eocd + 16);
+  if (*eocd >= 20 && b.u32(*eocd - 20) == kLocator64Sig) {
+    std::uint64_t rec = b.u64(*eocd - 20 + 8);
+    if (!b.fits(rec, 56) || b.u32(rec) != kEocd64Sig) fail("zip64 end-of-central-directory record missing at byte ", rec);
+    count = b.u64(rec + 32);
+    dir_size = b.u64(rec + 40);
+    dir_offset = b.u64(rec + 48);
+  }
+  if (!b.fits(dir_offset, dir_size))
+    fail("zip central directory (", dir_size, " bytes at ", dir_offset, ") runs past the end of the file (", size, " bytes)");
+  if (count > dir_size / 46) fail("zip central directory claims ", count, " entries but has room for ", dir_size / 46);
+
+  std::vector<ZipEntry> entries;
+  entries.reserve(count);
+  const std::uint64_t end = dir_offset + dir_size;
+  std::uint64_t p = dir_offset;
+  for (std::uint64_t i = 0; i < count; ++i) {
+    if (p + 46 > end || b.u32(p) != kCentralSig) fail("zip central directory entry ", i, " at byte ", p, " is corrupt");
+    const std::uint64_t flags = b.u16(p + 8), method = b.u16(p + 10), name_len = b.u16(p + 28),
+                        extra_len = b.u16(p + 30), comment_len = b.u16(p + 32);
+    std::uint64_t csize = b.u32(p + 20), usize = b.u32(p + 24), local = b.u32(p + 42);
+    if (p + 46 + name_len + extra_len + comment_len > end) fail("zip central directory entry ", i, " is truncated");
+    std::string name(archive.substr(p + 46, name_len));
+
+    // ZIP64 extended information: 8-byte values for exactly the fields saturated at 0xFFFFFFFF.
+    for (std::uint64_t q = p + 46 + name_len, q_end = q + extra_len; q + 4 <= q_end;) {
+      const std::uint64_t id = b.u16(q), len = b.u16(q + 2);
+      if (q + 4 + len > q_end) fail("zip member ", name, ": truncated extra field");
+      if (id == 1) {
+        std::uint64_t r = q + 4;
+        for (std::uint64_t* field : {&usize, &csize, &local}) {
+          if (*field != kFull32) continue;
+          if (r + 8 > q + 4 + len) fail("zip member ", name, ": truncated zip64 extra field");
+          *field = b.u64(r);
+          r += 8;
+        }
+      }
+      q += 4 + len;
+    }
+    if (flags & 1) fail("encrypted member ", name);
+    if (method != 0) fail("compressed member ", name, ": torch.save archives are stored uncompressed");
+    if (csize != usize) fail("zip member ", name, ": stored size ", csize, " differs from its size ", usize);
+    if (!b.fits(local, 30) || b.u32(local) != kLocalSig) fail("zip member ", name, ": no local header at byte ", local);
+    const std::uint64_t data = local + 30 + b.u16(local + 26) + b.u16(local + 28);
+    if (!b.fits(data, usize))
+      fail("zip member ", name, ": data (", usize, " bytes at ", data, ") runs past the end of the file (", size, " bytes)");
+    entries.push_back({std::move(name), data, usize});
+    p += 46 + name_len + extra_len + comment_len;
+  }
+  return entries;
+}
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------------
+// tensors
+
+ValuePtr custom(const char* tag, std::shared_ptr<void> payload) {
+  auto v = std::make_shared<Value>();
+  v->kind = Kind::Custom;
+  v->s = tag;
+  v->custom = std::move(payload);
+  return v;
+}
+
+const torch::Tensor* storage_of(const ValuePtr& v) {
+  return v && v->is(Kind::Custom) && v->s == kStorageTag ? static_cast<const torch::Tensor*>(v->custom.get()) : nullptr;
+}
+
+std::optional<torch::ScalarType> dtype_named(std::string_view name) {
+  using torch::ScalarType;
+  static const std::map<std::string_view, ScalarType> table = {
+      {"float32", ScalarType::Float},       {"float", ScalarType::Float},
+      {"float64", ScalarType::Double},      {"double", ScalarType::Double},
+      {"float16", ScalarType::Half},        {"half", ScalarType::Half},
+      {"bfloat16", ScalarType::BFloat16},   {"int64", ScalarType::Long},
+      {"long", ScalarType::Long},           {"int32", ScalarType::Int},
+      {"int", ScalarType::Int},             {"int16", ScalarType::Short},
+      {"short", ScalarType::Short},         {"int8", ScalarType::Char},
+      {"uint8", ScalarType::Byte},          {"bool", ScalarType::Bool},
+      {"uint16", ScalarType::UInt16},       {"uint32", ScalarType::UInt32},
+      {"uint64", ScalarType::UInt64},       {"complex32", ScalarType::ComplexHalf},
+      {"complex64", ScalarType::ComplexFloat}, {"cfloat", ScalarType::ComplexFloat},
+      {"complex128", ScalarType::ComplexDouble}, {"cdouble", ScalarType::ComplexDouble},
+      {"float8_e4m3fn", ScalarType::Float8_e4m3fn}, {"float8_e5m2", ScalarType::Float8_e5m2},
+      {"float8_e4m3fnuz", ScalarType::Float8_e4m3fnuz}, {"float8_e5m2fnuz", ScalarType::Float8_e5m2fnuz},
+  };
+  auto it = table.find(name);
+  if (it == table.end()) return std::nullopt;
+  return it->second;
+}
+
+// "torch.FloatStorage" -> Float; "torch.UntypedStorage" / "torch.storage.UntypedStorage" -> Byte.
+torch::ScalarType storage_dtype(const std::string& type) {
+  using torch::ScalarType;
+  static const std::map<std::string_view, ScalarType> table = {
+      {"FloatStorage", ScalarType::Float},     {"DoubleStorage", ScalarType::Double},
+      {"HalfStorage", ScalarType::Half},       {"BFloat16Storage", ScalarType::BFloat16},
+      {"LongStorage", ScalarType::Long},       {"IntStorage", ScalarType::Int},
+      {"ShortStorage", ScalarType::Short},     {"CharStorage", ScalarType::Char},
+      {"ByteStorage", ScalarType::Byte},       {"BoolStorage", ScalarType::Bool},
+      {"UntypedStorage", ScalarType::Byte},    {"ComplexFloatStorage", ScalarType::ComplexFloat},
+      {"ComplexDoubleStorage", ScalarType::ComplexDouble},
+  };
+  std::size_t dot = type.rfind('.');
+  auto it = table.find(std::string_view(type).substr(dot == std::string::npos ? 0 : dot + 1));
+  if (type.rfind("torch.", 0) != 0 || it == table.end()) fail("storage type ", type, " is not supported");
+  return it->second;
+}
+
+std::string shape_str(const std::vector<std::int64_t>& v) {
+  std::string s = "[";
+  for (std::size_t k = 0; k < v.size(); ++k) s += (k ? ", " : "") + std::to_string(v[k]);
+  return s + "]";
+}
+
+class CheckpointReader {
+ public:
+  CheckpointReader(std::shared_ptr<MappedFile> file, std::map<std::string, ZipEntry> members, std::string top)
+      : file_(std::move(file)), members_(std::move(members)), top_(std::move(top)) {}
+
+  // pid = ('storage', storage_type, key, location, numel)
+  ValuePtr load_storage(const ValuePtr& pid) {
+    const auto& it = pid->items;
+    if (!pid->is(Kind::Tuple) || it.size() < 5 || !it[0]->is(Kind::String) || it[0]->s != "storage" ||
+        !it[1]->is(Kind::Global) || !it[2]->is(Kind::String) || !it[4]->is(Kind::Int) || it[4]->i < 0)
+      fail("unsupported persistent id ", pid->repr());
+    const torch::ScalarType dtype = storage_dtype(it[1]->s);
+    const std::string& key = it[2]->s;
+    const std::int64_t numel = it[4]->i;
+    if (auto c = cache_.find(key); c != cache_.end()) {
+      if (c->second.scalar_type() != dtype || c->second.numel() < numel)
+        fail("storage '", key, "' is used with two different types or sizes");
+      return custom(kStorageTag, std::make_shared<torch::Tensor>(c->second));
+    }
+    auto m = members_.find(top_ + "/data/" + key);
+    if (m == members_.end()) fail("storage '", key, "': member ", top_, "/data/", key, " is missing");
+    const std::uint64_t esize = c10::elementSize(dtype);
+    if (static_cast<std::uint64_t>(numel) > m->second.size / esize)
+      fail("storage '", key, "' needs ", numel, " x ", esize, " bytes but member ", m->first, " has ", m->second.size);
+
+    std::uint8_t* ptr = file_->mutable_data() + m->second.offset;
+    const auto options = torch::TensorOptions().dtype(dtype);
+    torch::Tensor t;
+    if (numel > 0 && reinterpret_cast<std::uintptr_t>(ptr) % 64 == 0) {
+      // Zero-copy view of the (MAP_PRIVATE) mapping; the deleter keeps the mapping alive.
+      t = torch::from_blob(ptr, {numel}, [file = file_](void*) {}, options);
+    } else {
+      t = torch::empty({numel}, options);
+      if (numel > 0) std::memcpy(t.data_ptr(), ptr, numel * esize);
+    }
+    cache_.emplace(key, t);
+    return custom(kStorageTag, std::make_shared<torch::Tensor>(t));
+  }
+
+  ValuePtr reduce(const std::string& global, const std::vector<ValuePtr>& args) {
+    if (global == "torch._utils._rebuild_tensor_v2") return rebuild_tensor(global, args, false);
+    if (global == "torch._utils._rebuild_tensor_v3") return rebuild_tensor(global, args, true);
+    if (global == "torch._utils._rebuild_parameter" || global == "torch._utils._rebuild_parameter_with_state") {
+      if (!args.empty() && args[0]->is(Kind::Custom)) return args[0];
+      return nullptr;
+    }
+    // Tensor subclasses: (func, new_type, args, state); the subclass is dropped.
+    if (global == "torch._tensor._rebuild_from_type_v2" && args.size() >= 3 && args[0]->is(Kind::Global) &&
+        args[2]->is(Kind::Tuple))
+      return reduce(args[0]->s, args[2]->items);
+    return nullptr;
+  }
+
+ private:
+  std::shared_ptr<MappedFile> file_;
+  std::map<std::string, ZipEntry> members_;
+  std::string top_;
+  std::map<std::string, torch::Tensor> cache_;  // storage key -> storage, so shared storages stay shared
+
+  static std::vector<std::int64_t> ints(const ValuePtr& v, const char* what) {
+    if (!v->is(Kind::Tuple) && !v->is(Kind::List)) fail("tensor ", what, " is not a tuple: ", v->repr(60));
+    std::vector<std::int64_t> out;
+    for (const auto& x : v->items) {
+      if (!x->is(Kind::Int) || x->i < 0) fail("tensor ", what, " ", v->repr(60), " is not non-negative integers");
+      out.push_back(x->i);
+    }
+    return out;
+  }
+
+  // v2: (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
+  // v3: (storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype[, metadata])
+  ValuePtr rebuild_tensor(const std::string& global, const std::vector<ValuePtr>& args, bool v3) {
+    if (args.size() < (v3 ? 7u : 4u)) fail(global, ": expected ", v3 ? 7 : 4, " arguments, got ", args.size());
+    const torch::Tensor* storage = storage_of(args[0]);
+    if (!storage) fail(global, ": argument 0 is not a storage but ", args[0]->repr(60));
+    if (!args[1]->is(Kind::Int) || args[1]->i < 0) fail(global, ": bad storage offset ", args[1]->repr(60));
+    const std::int64_t offset = args[1]->i;
+    const auto size = ints(args[2], "size"), stride = ints(args[3], "stride");
+    if (size.size() != stride.size()) fail(global, ": size ", shape_str(size), " and stride ", shape_str(stride), " differ in rank");
+
+    torch::Tensor st = *storage;
+    if (v3) {
+      std::optional<torch::ScalarType> dtype;
+      if (args[6]->is(Kind::Global) && args[6]->s.rfind("torch.", 0) == 0) dtype = dtype_named(args[6]->s.substr(6));
+      if (!dtype) fail(global, ": unsupported dtype ", args[6]->repr(60));
+      if (st.scalar_type() != *dtype) {
+        if (st.scalar_type() != torch::kByte) fail(global, ": storage of ", st.scalar_type(), " read as ", *dtype);
+        const std::int64_t esize = c10::elementSize(*dtype);
+        st = st.narrow(0, 0, st.numel() / esize * esize).view(*dtype);  // untyped bytes -> elements
+      }
+    }
+
+    // Highest element index the view touches must lie inside the storage.
+    std::int64_t last = offset;
+    bool empty = false, overflow = false;
+    for (std::size_t d = 0; d < size.size(); ++d) {
+      if (size[d] == 0) empty = true;
+      std::int64_t span = 0;
+      overflow |= size[d] > 0 && (__builtin_mul_overflow(size[d] - 1, stride[d], &span) ||
+                                  __builtin_add_overflow(last, span, &last));
+    }
+    const std::int64_t needed = empty ? offset : last + 1;
+    if (overflow || needed > st.numel()) {
+      auto msg = std::make_shared<std::string>("tensor of size " + shape_str(size) + ", stride " + shape_str(stride) +
+                                               ", offset " + std::to_string(offset) + " needs " +
+                                               (overflow ? std::string("more than 2^63") : std::to_string(needed)) +
+                                               " elements but its storage has " + std::to_string(st.numel()));
+      return custom(kBadTensorTag, msg);
+    }
+    return custom(kTensorTag, std::make_shared<torch::Tensor>(st.as_strided(size, stride, offset)));
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------
+// flattening
+
+std::string key_name(const ValuePtr& k) {
+  if (k && k->is(Kind::String)) return k->s;
+  if (k && k->is(Kind::Int)) return std::to_string(k->i);
+  return k ? k->repr(60) : "None";
+}
+
+bool has_structure(const Value& v) {
+  for (const auto& x : v.items)
+    if (x && (x->is(Kind::Dict) || x->is(Kind::List) || x->is(Kind::Tuple) || x->is(Kind::Custom))) return true;
+  return false;
+}
+
+// Visits the leaves of nested dicts (and of lists/tuples holding containers or tensors) with dotted
+// names: {"model": {"w": t}, "opt": [{"lr": 1}]} -> ("model.w", t), ("opt.0.lr", 1).
+template <class Leaf>
+void walk(const ValuePtr& v, const std::string& name, std::size_t depth, const Leaf& leaf) {
+  if (depth > kMaxWalkDepth) fail(name, ": nested deeper than ", kMaxWalkDepth, " levels");
+  auto child = [&](const std::string& k) { return name.empty() ? k : name + "." + k; };
+  if (v && v->is(Kind::Dict)) {
+    for (const auto& [k, x] : v->dict) walk(x, child(key_name(k)), depth + 1, leaf);
+  } else if (v && (v->is(Kind::List) || v->is(Kind::Tuple)) && has_structure(*v)) {
+    for (std::size_t k = 0; k < v->items.size(); ++k) walk(v->items[k], child(std::to_string(k)), depth + 1, leaf);
+  } else {
+    leaf(name, v);
+  }
+}
+
+TorchCheckpoint load(const std::shared_ptr<MappedFile>& file) {
+  std::map<std::string, ZipEntry> members;
+  std::string pkl;
+  for (auto& e : read_zip_directory(file->bytes())) {
+    std::size_t slash = e.name.find('/');
+    if (slash != std::string::npos && e.name.compare(slash, std::string::npos, "/data.pkl") == 0) {
+      if (!pkl.empty()) fail("zip with several data.pkl (", pkl, ", ", e.name, ")");
+      pkl = e.name;
+    }
+    members[e.name] = e;
+  }
+  if (pkl.empty()) fail("zip without data.pkl (not a torch.save checkpoint)");
+  TorchCheckpoint ckpt;
+  ckpt.path = file->path();
+  ckpt.top_folder = pkl.substr(0, pkl.find('/'));
+  auto member = [&](const ZipEntry& e) { return file->bytes().substr(e.offset, e.size); };
+  if (auto bo = members.find(ckpt.top_folder + "/byteorder"); bo != members.end() && member(bo->second) != "little")
+    fail("byte order '", member(bo->second).substr(0, 16), "' is not supported (only little-endian)");
+
+  CheckpointReader reader(file, members, ckpt.top_folder);
+  pickle::Hooks hooks;
+  hooks.persistent_load = [&](const ValuePtr& pid) { return reader.load_storage(pid); };
+  hooks.reduce = [&](const std::string& g, const std::vector<ValuePtr>& args) { return reader.reduce(g, args); };
+  ckpt.root = with_context([&] { return pickle::unpickle(member(members[pkl]), hooks); }, pkl);
+
+  walk(ckpt.root, "", 0, [](const std::string& name, const ValuePtr& v) {
+    if (v && v->is(Kind::Custom) && v->s == kBadTensorTag)
+      fail(name.empty() ? "tensor" : name, ": ", *static_cast<const std::string*>(v->custom.get()));
+  });
+  return ckpt;
+}
+
+}  // namespace
+
+TorchCheckpoint load_torch_checkpoint(const std::filesystem::path& path) {
+  auto file = MappedFile::open(path);
+  return with_context([&] { return load(file); }, path.string());
+}
+
+const torch::Tensor* as_tensor(const pickle::ValuePtr& v) {
+  return v && v->is(Kind::Custom) && v->s == kTensorTag ? static_cast<const torch::Tensor*>(v->custom.get()) : nullptr;
+}
+
+TensorFile flatten_checkpoint(const TorchCheckpoint& ckpt) {
+  TensorFile out;
+  with_context(
+      [&] {
+        walk(ckpt.root, "", 0, [&](const std::string& name, const ValuePtr& v) {
+          if (const torch::Tensor* t = as_tensor(v)) {
+            if (!out.tensors.emplace(name.empty() ? "tensor" : name, *t).second) fail("duplicate tensor name ", name);
+          } else {
+            std::string text = v && v->is(Kind::String) ? v->s : v ? v->repr(1024) : "None";
+            if (!out.metadata.emplace(name.empty() ? "value" : name, std::move(text)).second)
+              fail("duplicate metadata name ", name);
+          }
+        });
+      },
+      ckpt.path.string());
+  return out;
+}
+
+}  // namespace atelier

@@ -1,0 +1,164 @@
+#include "core/training_state.h"
+
+#include <algorithm>
+#include <regex>
+
+#include "core/error.h"
+#include "core/safetensors.h"
+
+namespace atelier {
+namespace fs = std::filesystem;
+
+namespace {
+fs::path checkpoint_dir(const fs::path& run_dir) { return run_dir / "checkpoints"; }
+
+std::vector<std::pair<std::int64_t, fs::path>> list_checkpoints(const fs::path& run_dir) {
+  std::vector<std::pair<std::int64_t, fs::path>> out;
+  static const std::regex pattern(R"(step_(\d+)\.safetensors)");
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(checkpoint_dir(run_dir), ec)) {
+    std::smatch m;
+    std::string name = entry.path().filename().string();
+    if (std::regex_match(name, m, pattern)) out.emplace_back(std::stoll(m[1]), entry.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+}  // namespace
+
+fs::path save_training_state(const fs::path& run_dir, const TrainingState& state, int keep) {
+  char name[64];
+  std::snprintf(name, sizeof name, "step_%08lld.safetensors", static_cast<long long>(state.step));
+  fs::path path = checkpoint_dir(run_dir) / name;
+  json info = state.info;
+  info["step"] = state.step;
+  safetensors::save(path, state.tensors, {{"atelier.training_state", info.dump()}});
+  auto all = list_checkpoints(run_dir);
+  for (std::size_t i = 0; i + keep < all.size(); ++i) fs::remove(all[i].second);
+  return path;
+}
+
+std::optional<TrainingState> load_latest_training_state(const fs::path& run_dir) {
+  auto all = list_checkpoints(run_dir);
+  if (all.empty()) return std::nullopt;
+  const fs::path& path = all.back().second;
+  TensorFile file = safetensors::load(path);
+  auto it = file.metadata.find("atelier.training_state");
+  if (it == file.metadata.end()) fail(path.string(), ": not a training checkpoint (no atelier.training_state metadata)");
+  TrainingState state;
+  state.info = json::parse(it->second, nullptr, false);
+  if (state.info.is_discarded() || !state.info.contains("step"))
+    fail(path.string(), ": corrupt atelier.training_state metadata");
+  state.step = state.info["step"].get<std::int64_t>();
+  state.tensors = std::move(file.tensors);
+  return state;
+}
+
+TensorMap module_tensors(const torch::nn::Module& module, const std::string& prefix) {
+  TensorMap out;
+  for (const auto& p : module.named_parameters(true)) out[prefix + p.key()] = p.value().detach();
+  for (const auto& b : module.named_buffers(true)) out[prefix + b.key()] = b.value().detach();
+  return out;
+}
+
+void load_module_tensors(torch::nn::Module& module, const TensorMap& tensors, const std::string& prefix,
+                         const std::string& what, bool strict) {
+  torch::NoGradGuard no_grad;
+  std::vector<std::string> problems;
+  std::set<std::string> used;
+  auto copy_into = [&](const std::string& name, torch::Tensor& target) {
+    auto it = tensors.find(prefix + name);
+    if (it == tensors.end()) {
+      if (strict) problems.push_back("missing '" + prefix + name + "'");
+      return;
+    }
+    used.insert(it->first);
+    if (it->second.sizes() != target.sizes()) {
+      std::ostringstream os;
+      os << "'" << it->first << "' has shape " << it->second.sizes() << ", expected " << target.sizes();
+      problems.push_back(os.str());
+      return;
+    }
+    target.copy_(it->second);
+  };
+  for (auto& p : module.named_parameters(true)) copy_into(p.key(), p.value());
+  for (auto& b : module.named_buffers(true)) copy_into(b.key(), b.value());
+  if (strict) {
+    for (const auto& [name, _] : tensors)
+      if (name.rfind(prefix, 0) == 0 && !used.count(name)) problems.push_back("unexpected '" + name + "'");
+  }
+  if (!problems.empty()) {
+    std::string msg;
+    for (std::size_t i = 0; i < problems.size() && i < 12; ++i) msg += (i ? "; " : "") + problems[i];
+    if (problems.size() > 12) msg += "; ... (" + std::to_string(problems.size()) + " problems)";
+    fail(what, ": ", msg);
+  }
+}
+
+namespace {
+template <class State>
+void save_moments(const State& s, TensorMap& out, const std::string& key) {
+  out[key + ".step"] = torch::tensor(static_cast<std::int64_t>(s.step()));
+  out[key + ".exp_avg"] = s.exp_avg();
+  out[key + ".exp_avg_sq"] = s.exp_avg_sq();
+  if (s.max_exp_avg_sq().defined()) out[key + ".max_exp_avg_sq"] = s.max_exp_avg_sq();
+}
+
+template <class State>
+std::unique_ptr<State> load_moments(const TensorMap& t, const std::string& key) {
+  auto s = std::make_unique<State>();
+  s->step(t.at(key + ".step").template item<std::int64_t>());
+  s->exp_avg(t.at(key + ".exp_avg").clone());
+  s->exp_avg_sq(t.at(key + ".exp_avg_sq").clone());
+  if (t.count(key + ".max_exp_avg_sq")) s->max_exp_avg_sq(t.at(key + ".max_exp_avg_sq").clone());
+  return s;
+}
+}  // namespace
+
+TensorMap optimizer_tensors(torch::optim::Optimizer& opt, const std::string& prefix) {
+  TensorMap out;
+  std::int64_t index = 0;
+  for (auto& group : opt.param_groups()) {
+    for (auto& p : group.params()) {
+      auto it = opt.state().find(p.unsafeGetTensorImpl());
+      std::string key = prefix + std::to_string(index++);
+      if (it == opt.state().end()) continue;
+      if (auto* s = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get()))
+        save_moments(*s, out, key);
+      else if (auto* a = dynamic_cast<torch::optim::AdamParamState*>(it->second.get()))
+        save_moments(*a, out, key);
+      else
+        fail("optimizer state of this kind cannot be checkpointed (Adam/AdamW only)");
+    }
+  }
+  return out;
+}
+
+void load_optimizer_tensors(torch::optim::Optimizer& opt, const TensorMap& tensors, const std::string& prefix) {
+  bool adamw = dynamic_cast<torch::optim::AdamW*>(&opt) != nullptr;
+  std::int64_t index = 0;
+  for (auto& group : opt.param_groups()) {
+    for (auto& p : group.params()) {
+      std::string key = prefix + std::to_string(index++);
+      if (!tensors.count(key + ".exp_avg")) continue;
+      if (tensors.at(key + ".exp_avg").sizes() != p.sizes())
+        fail("optimizer state '", key, "' does not match parameter shape ", p.sizes());
+      if (adamw)
+        opt.state()[p.unsafeGetTensorImpl()] = load_moments<torch::optim::AdamWParamState>(tensors, key);
+      else
+        opt.state()[p.unsafeGetTensorImpl()] = load_moments<torch::optim::AdamParamState>(tensors, key);
+    }
+  }
+}
+
+void ema_update(torch::nn::Module& ema, const torch::nn::Module& model, double decay) {
+  torch::NoGradGuard no_grad;
+  auto ema_params = ema.parameters(true);
+  auto params = model.parameters(true);
+  for (std::size_t i = 0; i < params.size(); ++i) ema_params[i].mul_(decay).add_(params[i].detach(), 1.0 - decay);
+  auto ema_buffers = ema.buffers(true);
+  auto buffers = model.buffers(true);
+  for (std::size_t i = 0; i < buffers.size(); ++i) ema_buffers[i].copy_(buffers[i]);
+}
+
+}  // namespace atelier

@@ -1,0 +1,40 @@
+// Checkpoints of a training run: model, optimizer, EMA and RNG tensors in one safetensors file, plus
+// JSON info (step, data position, config) in its metadata, written atomically to
+// <run>/checkpoints/step_<N>.safetensors. Resume loads the newest complete one.
+#pragma once
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "core/config.h"
+#include "core/tensor_map.h"
+
+namespace atelier {
+
+struct TrainingState {
+  std::int64_t step = 0;
+  TensorMap tensors;
+  json info = json::object();
+};
+
+// Writes the checkpoint and keeps only the newest `keep` ones. Returns its path.
+std::filesystem::path save_training_state(const std::filesystem::path& run_dir, const TrainingState& state, int keep = 2);
+std::optional<TrainingState> load_latest_training_state(const std::filesystem::path& run_dir);
+
+// Parameters and buffers of a module under `prefix` (no prefix separator added: pass "ema." etc).
+TensorMap module_tensors(const torch::nn::Module& module, const std::string& prefix = "");
+// Copies tensors into the module's parameters/buffers. With `strict`, every missing, unexpected and
+// wrong-shape key is collected and reported in one Error (naming `what`, e.g. the file).
+void load_module_tensors(torch::nn::Module& module, const TensorMap& tensors, const std::string& prefix,
+                         const std::string& what, bool strict = true);
+
+// Adam/AdamW moments and step counts, by parameter index within the optimizer's groups.
+TensorMap optimizer_tensors(torch::optim::Optimizer& opt, const std::string& prefix = "optim.");
+void load_optimizer_tensors(torch::optim::Optimizer& opt, const TensorMap& tensors, const std::string& prefix = "optim.");
+
+// Exponential moving average of a module's parameters (buffers copied).
+void ema_update(torch::nn::Module& ema, const torch::nn::Module& model, double decay);
+
+}  // namespace atelier

@@ -1,0 +1,147 @@
+#include "studio/cli/commands.h"
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "core/image.h"
+#include "core/safetensors.h"
+#include "core/tensor_io.h"
+#include "core/torch_zip.h"
+#include "studio/runner.h"
+
+namespace atelier::cli {
+
+int run_job(const RunArgs& args, const CancelToken& cancel) {
+  RunRequest request = load_job_file(args.job_file);
+  request.overrides = args.overrides;
+  request.resume = args.resume;
+  request.run_dir = args.run_dir;
+  JobRunner runner;
+  PreparedRun prepared = runner.prepare(request);
+  Reporter reporter;
+  reporter.add_sink(std::make_shared<TtySink>(stderr, args.quiet));
+  RunResult result = runner.run(prepared, reporter, cancel);
+  switch (result.status) {
+    case RunResult::Status::Completed: return 0;
+    case RunResult::Status::Cancelled: return 130;
+    case RunResult::Status::Failed: return 1;
+  }
+  return 1;
+}
+
+int list_jobs(const std::string& kind, bool as_json) {
+  const auto& reg = JobRegistry::builtin();
+  json all = json::array();
+  for (const auto& k : reg.kinds()) {
+    if (!kind.empty() && k.name != kind) continue;
+    json fields = json::array();
+    for (const auto& f : k.fields) {
+      json fj = {{"name", f.name}, {"type", f.type}, {"default", f.default_value}, {"help", f.help}};
+      if (f.range) fj["range"] = {f.range->min, f.range->max};
+      if (!f.choices.empty()) fj["choices"] = f.choices;
+      fields.push_back(fj);
+    }
+    all.push_back({{"kind", k.name}, {"help", k.help}, {"fields", fields}});
+  }
+  if (!kind.empty() && all.empty()) reg.get(kind);  // throws, listing the known kinds
+  if (as_json) {
+    std::cout << all.dump(2) << "\n";
+    return 0;
+  }
+  for (const auto& k : all) {
+    std::cout << k["kind"].get<std::string>() << ": " << k["help"].get<std::string>() << "\n";
+    for (const auto& f : k["fields"]) {
+      std::string extra;
+      if (f.contains("range")) extra = " in [" + f["range"][0].dump() + ", " + f["range"][1].dump() + "]";
+      if (f.contains("choices")) extra = " one of " + f["choices"].dump();
+      std::printf("  %-18s %-12s = %-14s %s%s\n", f["name"].get<std::string>().c_str(),
+                  f["type"].get<std::string>().c_str(), f["default"].dump().c_str(),
+                  f["help"].get<std::string>().c_str(), extra.c_str());
+    }
+    std::cout << "\n";
+  }
+  return 0;
+}
+
+namespace {
+std::string shape_string(const torch::Tensor& t) {
+  std::string s = "[";
+  for (std::int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
+void print_tensors(const TensorFile& file, std::int64_t& total) {
+  for (const auto& [name, t] : file.tensors) {
+    std::printf("  %-56s %-10s %s\n", name.c_str(), std::string(c10::toString(t.scalar_type())).c_str(),
+                shape_string(t).c_str());
+    total += t.numel();
+  }
+}
+}  // namespace
+
+int inspect(const std::string& file, bool as_json) {
+  FileFormat format = detect_format(file);
+  json out = {{"file", file}, {"format", format_name(format)}};
+  if (format == FileFormat::Png || format == FileFormat::Jpeg) {
+    Image img = load_image(file, 0);
+    out["width"] = img.width;
+    out["height"] = img.height;
+    out["channels"] = img.channels;
+    if (format == FileFormat::Png) out["text"] = read_png_text(file);
+    std::cout << (as_json ? out.dump(2) : out.dump(2)) << "\n";
+    return 0;
+  }
+  if (format == FileFormat::Unknown) fail(file, ": not a safetensors file, torch checkpoint or image");
+  TensorFile tf = load_tensor_file(file);
+  std::int64_t total = 0;
+  if (as_json) {
+    json tensors = json::object();
+    for (const auto& [name, t] : tf.tensors) {
+      tensors[name] = {{"dtype", std::string(c10::toString(t.scalar_type()))}, {"shape", t.sizes().vec()}};
+      total += t.numel();
+    }
+    out["tensors"] = tensors;
+    out["metadata"] = tf.metadata;
+    out["parameters"] = total;
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  std::printf("%s: %s, %zu tensors\n", file.c_str(), format_name(format), tf.tensors.size());
+  print_tensors(tf, total);
+  std::printf("total elements: %lld\n", static_cast<long long>(total));
+  if (!tf.metadata.empty()) {
+    std::printf("metadata:\n");
+    for (const auto& [k, v] : tf.metadata) {
+      std::string shown = v.size() > 200 ? v.substr(0, 200) + "..." : v;
+      std::printf("  %s: %s\n", k.c_str(), shown.c_str());
+    }
+  }
+  return 0;
+}
+
+int convert(const std::string& in, const std::string& out, const std::string& select, const std::string& dtype) {
+  TensorFile tf = load_tensor_file(in);
+  TensorMap tensors;
+  std::string prefix = select.empty() ? "" : select + ".";
+  for (auto& [name, t] : tf.tensors)
+    if (prefix.empty() || name.rfind(prefix, 0) == 0) tensors[name.substr(prefix.size())] = t;
+  if (tensors.empty()) fail(in, ": no tensors under '", select, "'");
+  if (!dtype.empty()) {
+    torch::ScalarType target = dtype == "f32" ? torch::kFloat : dtype == "f16" ? torch::kHalf : dtype == "bf16" ? torch::kBFloat16
+                                                                                                             : torch::kByte;
+    if (target == torch::kByte) fail("--dtype: '", dtype, "' is not one of f32, f16, bf16");
+    for (auto& [_, t] : tensors)
+      if (t.is_floating_point()) t = t.to(target);
+  }
+  Metadata meta;
+  for (const auto& [k, v] : tf.metadata)
+    if (prefix.empty() || k.rfind(prefix, 0) == 0 || k.find('.') == std::string::npos) meta[k] = v;
+  meta["atelier.converted_from"] = std::filesystem::path(in).filename().string();
+  safetensors::save(out, tensors, meta);
+  std::printf("wrote %s (%zu tensors)\n", out.c_str(), tensors.size());
+  return 0;
+}
+
+}  // namespace atelier::cli

@@ -1,0 +1,22 @@
+// `atelier` subcommands. Each returns the process exit code (see main.cpp for the table).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "core/job.h"
+
+namespace atelier::cli {
+
+struct RunArgs {
+  std::string job_file;
+  std::vector<std::string> overrides;
+  std::string run_dir;
+  bool resume = false;
+  bool quiet = false;
+};
+int run_job(const RunArgs& args, const CancelToken& cancel);
+int list_jobs(const std::string& kind, bool as_json);
+int inspect(const std::string& file, bool as_json);
+int convert(const std::string& in, const std::string& out, const std::string& select, const std::string& dtype);
+
+}  // namespace atelier::cli

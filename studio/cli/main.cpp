@@ -1,0 +1,85 @@
+// `atelier`: the headless batch client of the app layer.
+//
+// Exit codes:
+//   0    success
+//   1    error: bad input (job file, config value, model or data file) or a failed job; one line on stderr
+//   2    usage error (unknown command or option)
+//   130  cancelled (Ctrl-C); the run folder holds a checkpoint: continue with `atelier run JOB --resume`
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "studio/cli/commands.h"
+
+namespace {
+atelier::CancelToken g_cancel;
+
+void on_sigint(int) {
+  if (g_cancel.requested()) _exit(130);  // second Ctrl-C: stop now
+  g_cancel.request();
+  const char msg[] = "\ncancelling after the current step (Ctrl-C again to abort)...\n";
+  (void)!write(2, msg, sizeof msg - 1);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"atelier: customize image generators (DiT, LoRA, DiffFit, ...) from the command line"};
+  app.require_subcommand(1);
+  app.footer("Exit codes: 0 ok, 1 error (one line on stderr), 2 usage, 130 cancelled (resume with --resume).");
+
+  atelier::cli::RunArgs run;
+  auto* run_cmd = app.add_subcommand("run", "Run a job file (JSON with a \"kind\" and its fields)");
+  run_cmd->add_option("job", run.job_file, "job file, e.g. assets/jobs/probe.json")->required();
+  run_cmd->add_option("--set", run.overrides, "override a field: key=value (repeatable)");
+  run_cmd->add_option("--run-dir", run.run_dir, "run folder (default: runs/<job file stem>)");
+  run_cmd->add_flag("--resume", run.resume, "continue the run in the run folder from its last checkpoint");
+  run_cmd->add_flag("-q,--quiet", run.quiet, "only warnings and errors");
+
+  std::string kind;
+  bool jobs_json = false;
+  auto* jobs_cmd = app.add_subcommand("jobs", "List job kinds with their fields, types, defaults and help");
+  jobs_cmd->add_option("kind", kind, "show only this kind");
+  jobs_cmd->add_flag("--json", jobs_json, "machine-readable output");
+
+  std::string file;
+  bool inspect_json = false;
+  auto* inspect_cmd = app.add_subcommand("inspect", "Show tensors, dtypes, shapes and metadata of a model file");
+  inspect_cmd->add_option("file", file, ".safetensors, .pt/.ckpt/.bin, or a PNG/JPEG")->required();
+  inspect_cmd->add_flag("--json", inspect_json, "machine-readable output");
+
+  std::string in, out, select, dtype;
+  auto* convert_cmd = app.add_subcommand("convert", "Convert a torch checkpoint to safetensors");
+  convert_cmd->add_option("input", in, "torch checkpoint (.pt/.ckpt/.bin) or safetensors")->required();
+  convert_cmd->add_option("output", out, "output .safetensors")->required();
+  convert_cmd->add_option("--select", select, "keep only tensors under this key (e.g. ema), prefix removed");
+  convert_cmd->add_option("--dtype", dtype, "cast floating tensors: f32, f16 or bf16");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+
+  try {
+    if (*run_cmd) {
+      std::signal(SIGINT, on_sigint);
+      std::signal(SIGTERM, on_sigint);
+      return atelier::cli::run_job(run, g_cancel);
+    }
+    if (*jobs_cmd) return atelier::cli::list_jobs(kind, jobs_json);
+    if (*inspect_cmd) return atelier::cli::inspect(file, inspect_json);
+    if (*convert_cmd) return atelier::cli::convert(in, out, select, dtype);
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "atelier: error: %s\n", e.what_without_backtrace());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "atelier: error: %s\n", e.what());
+    return 1;
+  }
+  return 2;
+}

@@ -1,0 +1,120 @@
+#include "studio/runner.h"
+
+#include <torch/torch.h>
+
+#include "core/atomic_file.h"
+#include "core/runtime.h"
+
+namespace atelier {
+namespace fs = std::filesystem;
+
+const char* status_name(RunResult::Status s) {
+  switch (s) {
+    case RunResult::Status::Completed: return "completed";
+    case RunResult::Status::Cancelled: return "cancelled";
+    case RunResult::Status::Failed: return "failed";
+  }
+  return "failed";
+}
+
+RunRequest load_job_file(const fs::path& path) {
+  RunRequest r;
+  r.job = load_json_file(path);
+  r.source = path.string();
+  return r;
+}
+
+fs::path JobRunner::default_run_dir(const RunRequest& request) {
+  fs::path src(request.source);
+  std::string stem = src.has_extension() ? src.stem().string() : request.job.value("kind", std::string("job"));
+  return fs::path("runs") / stem;
+}
+
+PreparedRun JobRunner::prepare(const RunRequest& request) const {
+  return with_context(
+      [&] {
+        if (!request.job.is_object()) fail("a job must be a JSON object");
+        auto kind_it = request.job.find("kind");
+        if (kind_it == request.job.end()) fail("missing key 'kind'");
+        if (!kind_it->is_string()) fail("key 'kind' must be a string");
+        PreparedRun p;
+        p.kind = &registry_.get(kind_it->get<std::string>());
+        p.run_dir = request.run_dir.empty() ? default_run_dir(request) : request.run_dir;
+        p.resume = request.resume;
+
+        json job = request.job;
+        std::vector<std::string> overridden;
+        for (const auto& o : request.overrides) {
+          apply_override(job, o);
+          overridden.push_back(o.substr(0, o.find('=')));
+        }
+        json effective = p.kind->normalize(job);
+        fs::path saved_path = p.run_dir / "config.json";
+        if (request.resume) {
+          if (!fs::exists(saved_path))
+            fail("--resume: ", p.run_dir.string(), " holds no run (", saved_path.string(), " missing)");
+          json saved = load_json_file(saved_path);
+          saved.erase("kind");
+          for (const auto& [key, value] : effective.items()) {
+            bool is_override = std::find(overridden.begin(), overridden.end(), key) != overridden.end();
+            if (!is_override && saved.contains(key) && saved[key] != value)
+              fail("--resume: '", key, "' is ", value.dump(), " here but ", saved[key].dump(), " in ",
+                   saved_path.string(), " (change it with --set ", key, "=... to override)");
+          }
+        } else if (fs::exists(saved_path)) {
+          fail("run folder ", p.run_dir.string(), " already holds a run: pass --resume to continue it or --run-dir ",
+               "to start a new one");
+        }
+        p.effective = json{{"kind", p.kind->name}};
+        p.effective.update(effective);
+        return p;
+      },
+      request.source);
+}
+
+RunResult JobRunner::run(const PreparedRun& p, Reporter& reporter, const CancelToken& cancel) const {
+  RunResult result;
+  result.run_dir = p.run_dir;
+  auto write_status = [&](const char* status, const std::string& error) {
+    json s = {{"status", status}};
+    if (!error.empty()) s["error"] = error;
+    write_file_atomic(p.run_dir / "status.json", s.dump(2) + "\n");
+  };
+  try {
+    fs::create_directories(p.run_dir);
+    write_file_atomic(p.run_dir / "config.json", p.effective.dump(2) + "\n");
+    reporter.add_sink(std::make_shared<JsonlSink>(p.run_dir / "log.jsonl"));
+    write_status("running", "");
+  } catch (const std::exception& e) {
+    result.error = e.what();
+    reporter.error(result.error);
+    return result;
+  }
+  JobContext ctx{p.run_dir, p.resume, reporter, cancel, configure_threads()};
+  reporter.info(std::string(p.resume ? "resuming " : "starting ") + p.kind->name + " in " + p.run_dir.string() +
+                " (" + std::to_string(ctx.threads) + " threads)");
+  try {
+    p.kind->run(p.effective, ctx);
+    result.status = RunResult::Status::Completed;
+  } catch (const Cancelled&) {
+    result.status = RunResult::Status::Cancelled;
+  } catch (const c10::Error& e) {
+    result.error = e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    result.error = e.what();
+  }
+  if (result.status == RunResult::Status::Cancelled)
+    reporter.warn("cancelled; continue with --resume (run folder " + p.run_dir.string() + ")");
+  else if (result.status == RunResult::Status::Failed)
+    reporter.error(result.error);
+  else
+    reporter.info("completed: " + p.run_dir.string());
+  try {
+    write_status(status_name(result.status), result.error);
+  } catch (const std::exception& e) {
+    reporter.error(e.what());
+  }
+  return result;
+}
+
+}  // namespace atelier
