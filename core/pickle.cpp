@@ -2,6 +2,7 @@
 
 #include <bit>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <unordered_map>
 #include <unordered_set>
@@ -286,11 +287,11 @@ class Unpickler {
       return sequence(Kind::List, seq_arg ? (*first)->items : std::vector<ValuePtr>{});
     }
     ValuePtr obj = container(Kind::Object);
-    if (name == "copyreg._reconstructor" && first && (*first)->is(Kind::Global)) {
-      obj->s = (*first)->s;  // protocol 0/1 object: copyreg._reconstructor(cls, base, state)
-    } else {
-      obj->s = name.empty() ? "<call " + callable->repr(60) + ">" : name;
+    if ((name == "copyreg._reconstructor" || name == "copy_reg._reconstructor") && first && (*first)->is(Kind::Global)) {
+      obj->s = (*first)->s;  // protocol 0/1 object: _reconstructor(cls, base, state), then BUILD
+      return obj;
     }
+    obj->s = name.empty() ? "<call " + callable->repr(60) + ">" : name;
     obj->items = args->items;
     return obj;
   }
@@ -537,7 +538,6 @@ class Unpickler {
   // Iterative DFS over the result: cuts reference cycles (the back-reference becomes None) and fails
   // when the nesting exceeds max_depth, so later recursive walks and destruction stay shallow.
   void check_tree(const ValuePtr& root, std::unordered_set<const Value*>& reachable) {
-    op_ = '.';
     if (!root || !has_children(*root)) return;
     struct Frame {
       Value* v;
@@ -614,12 +614,20 @@ void repr_into(const Value& v, std::string& out, std::size_t max_len, int depth)
     case Kind::None: out += "None"; break;
     case Kind::Bool: out += v.b ? "True" : "False"; break;
     case Kind::Int: out += std::to_string(v.i); break;
-    case Kind::Float: {
-      char buf[32];
-      auto r = std::to_chars(buf, buf + sizeof buf, v.f);
-      std::string_view s(buf, r.ptr - buf);
-      out += s;
-      if (s.find_first_of(".en") == std::string_view::npos) out += ".0";
+    case Kind::Float: {  // Python's repr: shortest round trip, fixed notation for 1e-4 <= |x| < 1e16
+      char buf[400];
+      auto r = std::to_chars(buf, buf + sizeof buf, v.f, std::chars_format::scientific);
+      std::string_view sci(buf, r.ptr - buf);
+      std::size_t e = sci.find('e');
+      int exp = e == std::string_view::npos ? 0 : std::atoi(std::string(sci.substr(e + 1)).c_str());
+      if (e == std::string_view::npos || exp < -4 || exp >= 16) {
+        out += sci;
+        break;
+      }
+      r = std::to_chars(buf, buf + sizeof buf, v.f, std::chars_format::fixed);
+      std::string_view fixed(buf, r.ptr - buf);
+      out += fixed;
+      if (fixed.find('.') == std::string_view::npos) out += ".0";
       break;
     }
     case Kind::String: {

@@ -153,6 +153,15 @@ struct Planned {
   torch::Tensor data;  // contiguous CPU
 };
 
+// Position in the reference's `Dtype` enum (derive(Ord)), which its writer sorts by, descending. It
+// groups by element size but is not size then name: F64 < I64 < U64, F32 > U32 > I32, BF16 > F16 > ...
+int reference_rank(DType d) {
+  static constexpr DType kOrder[] = {DType::BOOL, DType::U8,  DType::I8,  DType::F8_E5M2, DType::F8_E4M3,
+                                     DType::I16,  DType::U16, DType::F16, DType::BF16,    DType::I32,
+                                     DType::U32,  DType::F32, DType::F64, DType::I64,     DType::U64};
+  return static_cast<int>(std::find(std::begin(kOrder), std::end(kOrder), d) - std::begin(kOrder));
+}
+
 // Header JSON + ordered tensors, as the reference writer lays them out.
 std::pair<std::string, std::vector<Planned>> plan(const TensorMap& tensors, const Metadata& metadata) {
   std::vector<Planned> items;
@@ -161,8 +170,8 @@ std::pair<std::string, std::vector<Planned>> plan(const TensorMap& tensors, cons
     items.push_back({name, to_st_dtype(t.scalar_type(), name), t.detach().to(torch::kCPU).contiguous()});
   }
   std::stable_sort(items.begin(), items.end(), [](const Planned& a, const Planned& b) {
-    auto sa = dtype_bits(a.dtype), sb = dtype_bits(b.dtype);
-    return sa != sb ? sa > sb : a.name < b.name;
+    int ra = reference_rank(a.dtype), rb = reference_rank(b.dtype);
+    return ra != rb ? ra > rb : a.name < b.name;
   });
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;

@@ -43,8 +43,10 @@ class Reader {
 
 TensorFile load(const std::filesystem::path& path);
 
-// Serialises header + data as the reference writer does (tensors ordered by dtype size desc, then
-// name; header padded with spaces to a multiple of 8). Tensors are written contiguous, on CPU.
+// Serialises header + data as the reference writer does (tensors ordered by its dtype enum, descending
+// - largest elements first - then name; header padded with spaces to a multiple of 8), so the bytes
+// equal safetensors.torch.save's for the same tensors and (at most one key of) metadata. Tensors are
+// written contiguous, on CPU.
 std::string serialize(const TensorMap& tensors, const Metadata& metadata = {});
 // Writes atomically. Throws Error for unsupported dtypes, naming the tensor.
 void save(const std::filesystem::path& path, const TensorMap& tensors, const Metadata& metadata = {});

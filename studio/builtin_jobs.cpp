@@ -1,9 +1,13 @@
+#include "core/probe.h"
 #include "studio/job_registry.h"
 
 namespace atelier {
 
 void register_builtin_jobs(JobRegistry& registry) {
-  (void)registry;
+  registry.add<ProbeConfig>("train_probe",
+                            "Train the Shapes probe (classes, concept glyphs, styles): the metric network behind "
+                            "FD-shapes and classifier accuracy",
+                            &train_probe);
 }
 
 }  // namespace atelier
