@@ -17,7 +17,9 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -67,10 +69,17 @@ template <class T>
 std::string check_type(const json& j) {
   if constexpr (std::is_same_v<T, bool>) return j.is_boolean() ? "" : "expected bool";
   else if constexpr (std::is_integral_v<T>) {
-    if (j.is_number_integer()) return "";
-    if (j.is_number_float() && j.get<double>() == static_cast<double>(static_cast<std::int64_t>(j.get<double>())))
+    double d = 0;
+    if (j.is_number_unsigned()) {
+      if (j.get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) return "integer too large";
       return "";
-    return "expected int";
+    }
+    if (j.is_number_integer()) d = static_cast<double>(j.get<std::int64_t>());
+    else if (j.is_number_float() && std::trunc(j.get<double>()) == j.get<double>()) d = j.get<double>();
+    else return "expected int";
+    if (d < static_cast<double>(std::numeric_limits<T>::lowest()) || d > static_cast<double>(std::numeric_limits<T>::max()))
+      return "integer out of range";
+    return "";
   } else if constexpr (std::is_floating_point_v<T>) return j.is_number() ? "" : "expected float";
   else if constexpr (std::is_same_v<T, std::string>) return j.is_string() ? "" : "expected string";
   else if constexpr (std::is_same_v<T, json>) return "";

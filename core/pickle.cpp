@@ -1,9 +1,10 @@
 #include "core/pickle.h"
 
+#include <algorithm>
 #include <bit>
 #include <charconv>
+#include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -25,77 +26,25 @@ bool has_children(const Value& v) {
 }
 
 const char* opcode_name(std::uint8_t op) {
-  switch (op) {
-    case '(': return "MARK";
-    case '.': return "STOP";
-    case '0': return "POP";
-    case '1': return "POP_MARK";
-    case '2': return "DUP";
-    case 'F': return "FLOAT";
-    case 'I': return "INT";
-    case 'J': return "BININT";
-    case 'K': return "BININT1";
-    case 'L': return "LONG";
-    case 'M': return "BININT2";
-    case 'N': return "NONE";
-    case 'P': return "PERSID";
-    case 'Q': return "BINPERSID";
-    case 'R': return "REDUCE";
-    case 'S': return "STRING";
-    case 'T': return "BINSTRING";
-    case 'U': return "SHORT_BINSTRING";
-    case 'V': return "UNICODE";
-    case 'X': return "BINUNICODE";
-    case 'a': return "APPEND";
-    case 'b': return "BUILD";
-    case 'c': return "GLOBAL";
-    case 'd': return "DICT";
-    case '}': return "EMPTY_DICT";
-    case 'e': return "APPENDS";
-    case 'g': return "GET";
-    case 'h': return "BINGET";
-    case 'i': return "INST";
-    case 'j': return "LONG_BINGET";
-    case 'l': return "LIST";
-    case ']': return "EMPTY_LIST";
-    case 'o': return "OBJ";
-    case 'p': return "PUT";
-    case 'q': return "BINPUT";
-    case 'r': return "LONG_BINPUT";
-    case 's': return "SETITEM";
-    case 't': return "TUPLE";
-    case ')': return "EMPTY_TUPLE";
-    case 'u': return "SETITEMS";
-    case 'G': return "BINFLOAT";
-    case 'B': return "BINBYTES";
-    case 'C': return "SHORT_BINBYTES";
-    case 0x80: return "PROTO";
-    case 0x81: return "NEWOBJ";
-    case 0x82: return "EXT1";
-    case 0x83: return "EXT2";
-    case 0x84: return "EXT4";
-    case 0x85: return "TUPLE1";
-    case 0x86: return "TUPLE2";
-    case 0x87: return "TUPLE3";
-    case 0x88: return "NEWTRUE";
-    case 0x89: return "NEWFALSE";
-    case 0x8a: return "LONG1";
-    case 0x8b: return "LONG4";
-    case 0x8c: return "SHORT_BINUNICODE";
-    case 0x8d: return "BINUNICODE8";
-    case 0x8e: return "BINBYTES8";
-    case 0x8f: return "EMPTY_SET";
-    case 0x90: return "ADDITEMS";
-    case 0x91: return "FROZENSET";
-    case 0x92: return "NEWOBJ_EX";
-    case 0x93: return "STACK_GLOBAL";
-    case 0x94: return "MEMOIZE";
-    case 0x95: return "FRAME";
-    case 0x96: return "BYTEARRAY8";
-    case 0x97: return "NEXT_BUFFER";
-    case 0x98: return "READONLY_BUFFER";
-    default: return "unknown";
-  }
+  // clang-format off
+  static constexpr std::pair<std::uint8_t, const char*> kNames[] = {
+      {'(', "MARK"}, {'.', "STOP"}, {'0', "POP"}, {'1', "POP_MARK"}, {'2', "DUP"}, {'F', "FLOAT"}, {'I', "INT"},
+      {'J', "BININT"}, {'K', "BININT1"}, {'L', "LONG"}, {'M', "BININT2"}, {'N', "NONE"}, {'P', "PERSID"},
+      {'Q', "BINPERSID"}, {'R', "REDUCE"}, {'S', "STRING"}, {'T', "BINSTRING"}, {'U', "SHORT_BINSTRING"},
+      {'V', "UNICODE"}, {'X', "BINUNICODE"}, {'a', "APPEND"}, {'b', "BUILD"}, {'c', "GLOBAL"}, {'d', "DICT"},
+      {'}', "EMPTY_DICT"}, {'e', "APPENDS"}, {'g', "GET"}, {'h', "BINGET"}, {'i', "INST"}, {'j', "LONG_BINGET"},
+      {'l', "LIST"}, {']', "EMPTY_LIST"}, {'o', "OBJ"}, {'p', "PUT"}, {'q', "BINPUT"}, {'r', "LONG_BINPUT"},
+      {'s', "SETITEM"}, {'t', "TUPLE"}, {')', "EMPTY_TUPLE"}, {'u', "SETITEMS"}, {'G', "BINFLOAT"}, {'B', "BINBYTES"},
+      {'C', "SHORT_BINBYTES"}, {0x80, "PROTO"}, {0x81, "NEWOBJ"}, {0x82, "EXT1"}, {0x83, "EXT2"}, {0x84, "EXT4"},
+      {0x85, "TUPLE1"}, {0x86, "TUPLE2"}, {0x87, "TUPLE3"}, {0x88, "NEWTRUE"}, {0x89, "NEWFALSE"}, {0x8a, "LONG1"},
+      {0x8b, "LONG4"}, {0x8c, "SHORT_BINUNICODE"}, {0x8d, "BINUNICODE8"}, {0x8e, "BINBYTES8"}, {0x8f, "EMPTY_SET"},
+      {0x90, "ADDITEMS"}, {0x91, "FROZENSET"}, {0x92, "NEWOBJ_EX"}, {0x93, "STACK_GLOBAL"}, {0x94, "MEMOIZE"},
+      {0x95, "FRAME"}, {0x96, "BYTEARRAY8"}, {0x97, "NEXT_BUFFER"}, {0x98, "READONLY_BUFFER"},
+  };
+  // clang-format on
+  for (const auto& [code, name] : kNames)
+    if (code == op) return name;
+  return "unknown";
 }
 
 void append_utf8(std::string& out, std::uint32_t cp) {
@@ -156,7 +105,8 @@ class Unpickler {
 
   // --- input ---
   std::string_view take(std::uint64_t n) {
-    if (n > d_.size() - pos_) error("truncated: needs " + std::to_string(n) + " bytes, " + std::to_string(d_.size() - pos_) + " left");
+    if (n > d_.size() - pos_)
+      error("truncated: needs " + std::to_string(n) + " bytes, " + std::to_string(d_.size() - pos_) + " left");
     std::string_view s = d_.substr(pos_, n);
     pos_ += n;
     return s;
@@ -178,7 +128,8 @@ class Unpickler {
     if (!s.empty() && s.front() == '+') s.remove_prefix(1);
     std::int64_t v = 0;
     auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc() || end != s.data() + s.size()) error("bad or out-of-range integer '" + std::string(s.substr(0, 40)) + "'");
+    if (ec != std::errc() || end != s.data() + s.size())
+      error("bad or out-of-range integer '" + std::string(s.substr(0, 40)) + "'");
     return v;
   }
 
@@ -241,7 +192,8 @@ class Unpickler {
     for (std::size_t k = 0; k < kv.size(); k += 2) target->dict.emplace_back(std::move(kv[k]), std::move(kv[k + 1]));
   }
   void memo_put(std::uint64_t idx) {
-    if (memo_.size() >= limits_.max_memo && !memo_.count(idx)) error("memo larger than " + std::to_string(limits_.max_memo));
+    if (memo_.size() >= limits_.max_memo && !memo_.count(idx))
+      error("memo larger than " + std::to_string(limits_.max_memo));
     memo_[idx] = top();
   }
   ValuePtr memo_get(std::uint64_t idx) {
@@ -287,7 +239,8 @@ class Unpickler {
       return sequence(Kind::List, seq_arg ? (*first)->items : std::vector<ValuePtr>{});
     }
     ValuePtr obj = container(Kind::Object);
-    if ((name == "copyreg._reconstructor" || name == "copy_reg._reconstructor") && first && (*first)->is(Kind::Global)) {
+    if ((name == "copyreg._reconstructor" || name == "copy_reg._reconstructor") && first &&
+        (*first)->is(Kind::Global)) {
       obj->s = (*first)->s;  // protocol 0/1 object: _reconstructor(cls, base, state), then BUILD
       return obj;
     }
@@ -299,6 +252,7 @@ class Unpickler {
     const ValuePtr& obj = top();
     // On a Dict (OrderedDict) the state is the instance __dict__ (e.g. state_dict._metadata), not items.
     if (!obj->is(Kind::Object)) return;
+    if (obj->state == state) return;
     if (obj->state && obj->state->is(Kind::Dict) && state->is(Kind::Dict)) {
       check_room(obj->state->dict.size(), state->dict.size());
       for (const auto& kv : state->dict) obj->state->dict.push_back(kv);
@@ -320,15 +274,19 @@ class Unpickler {
         case 0x95:  // FRAME: a length prefix only
           if (le(8) > d_.size() - pos_) error("truncated frame");
           break;
-        case '.': return pop();                                                               // STOP
+        case '.': return pop();  // STOP
         case '(':
-          if (marks_.size() >= limits_.max_depth) error("MARKs nested deeper than " + std::to_string(limits_.max_depth));
+          if (marks_.size() >= limits_.max_depth)
+            error("MARKs nested deeper than " + std::to_string(limits_.max_depth));
           marks_.push_back(stack_.size());
           break;
         case '0':
-          if (stack_.size() > floor()) stack_.pop_back();
-          else if (!marks_.empty()) marks_.pop_back();
-          else error("stack underflow");
+          if (stack_.size() > floor())
+            stack_.pop_back();
+          else if (!marks_.empty())
+            marks_.pop_back();
+          else
+            error("stack underflow");
           break;
         case '1': pop_mark(); break;
         case '2': push(top()); break;
@@ -343,8 +301,10 @@ class Unpickler {
         case 'I': {  // protocol 0: "01"/"00" are True/False
           std::string_view s = line();
           ValuePtr v = scalar(s == "01" || s == "00" ? Kind::Bool : Kind::Int);
-          if (v->is(Kind::Bool)) v->b = s == "01";
-          else v->i = parse_int(s);
+          if (v->is(Kind::Bool))
+            v->b = s == "01";
+          else
+            v->i = parse_int(s);
           push(v);
           break;
         }
@@ -368,7 +328,8 @@ class Unpickler {
           std::string_view s = line();
           ValuePtr v = scalar(Kind::Float);
           auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v->f);
-          if (ec != std::errc() || end != s.data() + s.size()) error("bad float '" + std::string(s.substr(0, 40)) + "'");
+          if (ec != std::errc() || end != s.data() + s.size())
+            error("bad float '" + std::string(s.substr(0, 40)) + "'");
           push(v);
           break;
         }
@@ -503,16 +464,20 @@ class Unpickler {
         continue;
       }
       char c = s[++k];
-      if (c == 'n') out += '\n';
-      else if (c == 't') out += '\t';
-      else if (c == 'r') out += '\r';
+      if (c == 'n')
+        out += '\n';
+      else if (c == 't')
+        out += '\t';
+      else if (c == 'r')
+        out += '\r';
       else if (c == 'x' && k + 2 < s.size()) {
         unsigned byte = 0;
         auto [end, ec] = std::from_chars(s.data() + k + 1, s.data() + k + 3, byte, 16);
         if (ec != std::errc() || end != s.data() + k + 3) error("bad \\x escape");
         out += static_cast<char>(byte);
         k += 2;
-      } else out += c;
+      } else
+        out += c;
     }
     return out;
   }
@@ -576,7 +541,8 @@ class Unpickler {
         continue;
       }
       if (auto it = height.find(child.get()); it != height.end()) {
-        if (path.size() + it->second >= limits_.max_depth) fail("pickle: nesting deeper than ", limits_.max_depth, " levels");
+        if (path.size() + it->second >= limits_.max_depth)
+          fail("pickle: nesting deeper than ", limits_.max_depth, " levels");
         f.height = std::max(f.height, it->second + 1);
         continue;
       }
@@ -671,8 +637,10 @@ void repr_into(const Value& v, std::string& out, std::size_t max_len, int depth)
           if (out.size() > max_len) break;
           if (!first) out += ", ";
           first = false;
-          if (k && k->is(Kind::String)) out += k->s;
-          else if (k) repr_into(*k, out, max_len, depth + 1);
+          if (k && k->is(Kind::String))
+            out += k->s;
+          else if (k)
+            repr_into(*k, out, max_len, depth + 1);
           out += '=';
           if (x) repr_into(*x, out, max_len, depth + 1);
         }
@@ -707,7 +675,9 @@ std::string Value::repr(std::size_t max_len) const {
   return out;
 }
 
-ValuePtr make_none() { return make(Kind::None); }
+ValuePtr make_none() {
+  return make(Kind::None);
+}
 
 ValuePtr make_int(std::int64_t v) {
   ValuePtr p = make(Kind::Int);

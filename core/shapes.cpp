@@ -1,5 +1,6 @@
 #include "core/shapes.h"
 
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -300,13 +301,19 @@ Batch make_batch(const Spec& spec, int split, std::int64_t first_index, std::int
   b.styles = torch::empty({count}, torch::kLong);
   auto labels = b.labels.accessor<std::int64_t, 1>();
   auto styles = b.styles.accessor<std::int64_t, 1>();
-  for (std::int64_t i = 0; i < count; ++i) {
-    int label = 0;
-    Attributes a = sample_attributes(spec, split, first_index + i, &label);
-    b.images[i].copy_(image_to_tensor(render(a, spec.size)));
-    labels[i] = label;
-    styles[i] = a.style;
-  }
+  float* out = b.images.data_ptr<float>();
+  const std::int64_t plane = static_cast<std::int64_t>(spec.size) * spec.size;
+  at::parallel_for(0, count, 1, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) {
+      int label = 0;
+      Attributes a = sample_attributes(spec, split, first_index + i, &label);
+      Image img = render(a, spec.size);
+      for (std::int64_t p = 0; p < plane; ++p)
+        for (int ch = 0; ch < 3; ++ch) out[(i * 3 + ch) * plane + p] = img.pixels[p * 3 + ch] / 127.5f - 1.0f;
+      labels[i] = label;
+      styles[i] = a.style;
+    }
+  });
   return b;
 }
 

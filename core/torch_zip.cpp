@@ -62,13 +62,15 @@ std::vector<ZipEntry> read_zip_directory(std::string_view archive) {
   std::uint64_t count = b.u16(*eocd + 10), dir_size = b.u32(*eocd + 12), dir_offset = b.u32(*eocd + 16);
   if (*eocd >= 20 && b.u32(*eocd - 20) == kLocator64Sig) {
     std::uint64_t rec = b.u64(*eocd - 20 + 8);
-    if (!b.fits(rec, 56) || b.u32(rec) != kEocd64Sig) fail("zip64 end-of-central-directory record missing at byte ", rec);
+    if (!b.fits(rec, 56) || b.u32(rec) != kEocd64Sig)
+      fail("zip64 end-of-central-directory record missing at byte ", rec);
     count = b.u64(rec + 32);
     dir_size = b.u64(rec + 40);
     dir_offset = b.u64(rec + 48);
   }
   if (!b.fits(dir_offset, dir_size))
-    fail("zip central directory (", dir_size, " bytes at ", dir_offset, ") runs past the end of the file (", size, " bytes)");
+    fail("zip central directory (", dir_size, " bytes at ", dir_offset, ") runs past the end of the file (", size,
+         " bytes)");
   if (count > dir_size / 46) fail("zip central directory claims ", count, " entries but has room for ", dir_size / 46);
 
   std::vector<ZipEntry> entries;
@@ -104,7 +106,8 @@ std::vector<ZipEntry> read_zip_directory(std::string_view archive) {
     if (!b.fits(local, 30) || b.u32(local) != kLocalSig) fail("zip member ", name, ": no local header at byte ", local);
     const std::uint64_t data = local + 30 + b.u16(local + 26) + b.u16(local + 28);
     if (!b.fits(data, usize))
-      fail("zip member ", name, ": data (", usize, " bytes at ", data, ") runs past the end of the file (", size, " bytes)");
+      fail("zip member ", name, ": data (", usize, " bytes at ", data, ") runs past the end of the file (", size,
+           " bytes)");
     entries.push_back({std::move(name), data, usize});
     p += 46 + name_len + extra_len + comment_len;
   }
@@ -130,22 +133,21 @@ const torch::Tensor* storage_of(const ValuePtr& v) {
 
 std::optional<torch::ScalarType> dtype_named(std::string_view name) {
   using torch::ScalarType;
+  // clang-format off
   static const std::map<std::string_view, ScalarType> table = {
-      {"float32", ScalarType::Float},       {"float", ScalarType::Float},
-      {"float64", ScalarType::Double},      {"double", ScalarType::Double},
-      {"float16", ScalarType::Half},        {"half", ScalarType::Half},
-      {"bfloat16", ScalarType::BFloat16},   {"int64", ScalarType::Long},
-      {"long", ScalarType::Long},           {"int32", ScalarType::Int},
-      {"int", ScalarType::Int},             {"int16", ScalarType::Short},
-      {"short", ScalarType::Short},         {"int8", ScalarType::Char},
-      {"uint8", ScalarType::Byte},          {"bool", ScalarType::Bool},
-      {"uint16", ScalarType::UInt16},       {"uint32", ScalarType::UInt32},
-      {"uint64", ScalarType::UInt64},       {"complex32", ScalarType::ComplexHalf},
-      {"complex64", ScalarType::ComplexFloat}, {"cfloat", ScalarType::ComplexFloat},
-      {"complex128", ScalarType::ComplexDouble}, {"cdouble", ScalarType::ComplexDouble},
-      {"float8_e4m3fn", ScalarType::Float8_e4m3fn}, {"float8_e5m2", ScalarType::Float8_e5m2},
-      {"float8_e4m3fnuz", ScalarType::Float8_e4m3fnuz}, {"float8_e5m2fnuz", ScalarType::Float8_e5m2fnuz},
+      {"float32", ScalarType::Float}, {"float", ScalarType::Float}, {"float64", ScalarType::Double},
+      {"double", ScalarType::Double}, {"float16", ScalarType::Half}, {"half", ScalarType::Half},
+      {"bfloat16", ScalarType::BFloat16}, {"int64", ScalarType::Long}, {"long", ScalarType::Long},
+      {"int32", ScalarType::Int}, {"int", ScalarType::Int}, {"int16", ScalarType::Short},
+      {"short", ScalarType::Short}, {"int8", ScalarType::Char}, {"uint8", ScalarType::Byte},
+      {"bool", ScalarType::Bool}, {"uint16", ScalarType::UInt16}, {"uint32", ScalarType::UInt32},
+      {"uint64", ScalarType::UInt64}, {"complex32", ScalarType::ComplexHalf}, {"complex64", ScalarType::ComplexFloat},
+      {"cfloat", ScalarType::ComplexFloat}, {"complex128", ScalarType::ComplexDouble},
+      {"cdouble", ScalarType::ComplexDouble}, {"float8_e4m3fn", ScalarType::Float8_e4m3fn},
+      {"float8_e5m2", ScalarType::Float8_e5m2}, {"float8_e4m3fnuz", ScalarType::Float8_e4m3fnuz},
+      {"float8_e5m2fnuz", ScalarType::Float8_e5m2fnuz},
   };
+  // clang-format on
   auto it = table.find(name);
   if (it == table.end()) return std::nullopt;
   return it->second;
@@ -154,15 +156,15 @@ std::optional<torch::ScalarType> dtype_named(std::string_view name) {
 // "torch.FloatStorage" -> Float; "torch.UntypedStorage" / "torch.storage.UntypedStorage" -> Byte.
 torch::ScalarType storage_dtype(const std::string& type) {
   using torch::ScalarType;
+  // clang-format off
   static const std::map<std::string_view, ScalarType> table = {
-      {"FloatStorage", ScalarType::Float},     {"DoubleStorage", ScalarType::Double},
-      {"HalfStorage", ScalarType::Half},       {"BFloat16Storage", ScalarType::BFloat16},
-      {"LongStorage", ScalarType::Long},       {"IntStorage", ScalarType::Int},
-      {"ShortStorage", ScalarType::Short},     {"CharStorage", ScalarType::Char},
-      {"ByteStorage", ScalarType::Byte},       {"BoolStorage", ScalarType::Bool},
-      {"UntypedStorage", ScalarType::Byte},    {"ComplexFloatStorage", ScalarType::ComplexFloat},
-      {"ComplexDoubleStorage", ScalarType::ComplexDouble},
+      {"FloatStorage", ScalarType::Float}, {"DoubleStorage", ScalarType::Double}, {"HalfStorage", ScalarType::Half},
+      {"BFloat16Storage", ScalarType::BFloat16}, {"LongStorage", ScalarType::Long}, {"IntStorage", ScalarType::Int},
+      {"ShortStorage", ScalarType::Short}, {"CharStorage", ScalarType::Char}, {"ByteStorage", ScalarType::Byte},
+      {"BoolStorage", ScalarType::Bool}, {"UntypedStorage", ScalarType::Byte},
+      {"ComplexFloatStorage", ScalarType::ComplexFloat}, {"ComplexDoubleStorage", ScalarType::ComplexDouble},
   };
+  // clang-format on
   std::size_t dot = type.rfind('.');
   auto it = table.find(std::string_view(type).substr(dot == std::string::npos ? 0 : dot + 1));
   if (type.rfind("torch.", 0) != 0 || it == table.end()) fail("storage type ", type, " is not supported");
@@ -205,7 +207,8 @@ class CheckpointReader {
     torch::Tensor t;
     if (numel > 0 && reinterpret_cast<std::uintptr_t>(ptr) % 64 == 0) {
       // Zero-copy view of the (MAP_PRIVATE) mapping; the deleter keeps the mapping alive.
-      t = torch::from_blob(ptr, {numel}, [file = file_](void*) {}, options);
+      auto keep_mapped = [file = file_](void*) {};
+      t = torch::from_blob(ptr, {numel}, keep_mapped, options);
     } else {
       t = torch::empty({numel}, options);
       if (numel > 0) std::memcpy(t.data_ptr(), ptr, numel * esize);
@@ -253,7 +256,8 @@ class CheckpointReader {
     if (!args[1]->is(Kind::Int) || args[1]->i < 0) fail(global, ": bad storage offset ", args[1]->repr(60));
     const std::int64_t offset = args[1]->i;
     const auto size = ints(args[2], "size"), stride = ints(args[3], "stride");
-    if (size.size() != stride.size()) fail(global, ": size ", shape_str(size), " and stride ", shape_str(stride), " differ in rank");
+    if (size.size() != stride.size())
+      fail(global, ": size ", shape_str(size), " and stride ", shape_str(stride), " differ in rank");
 
     torch::Tensor st = *storage;
     if (v3) {
@@ -273,14 +277,13 @@ class CheckpointReader {
     for (std::size_t d = 0; d < size.size(); ++d) {
       if (size[d] == 0) empty = true;
       std::int64_t span = 0;
-      overflow |= size[d] > 0 && (__builtin_mul_overflow(size[d] - 1, stride[d], &span) ||
-                                  __builtin_add_overflow(last, span, &last));
+      overflow |= size[d] > 0 &&
+                  (__builtin_mul_overflow(size[d] - 1, stride[d], &span) || __builtin_add_overflow(last, span, &last));
     }
-    const std::int64_t needed = empty ? offset : last + 1;
-    if (overflow || needed > st.numel()) {
+    if (overflow || (empty ? offset > st.numel() : last >= st.numel())) {
+      const std::string needed = overflow ? "more than 2^63" : std::to_string(empty ? offset : last + 1);
       auto msg = std::make_shared<std::string>("tensor of size " + shape_str(size) + ", stride " + shape_str(stride) +
-                                               ", offset " + std::to_string(offset) + " needs " +
-                                               (overflow ? std::string("more than 2^63") : std::to_string(needed)) +
+                                               ", offset " + std::to_string(offset) + " needs " + needed +
                                                " elements but its storage has " + std::to_string(st.numel()));
       return custom(kBadTensorTag, msg);
     }
@@ -319,6 +322,8 @@ void walk(const ValuePtr& v, const std::string& name, std::size_t depth, const L
 }
 
 TorchCheckpoint load(const std::shared_ptr<MappedFile>& file) {
+  if (!file->bytes().empty() && file->bytes()[0] == '\x80')  // pickle PROTO: torch.save before 1.6
+    fail("legacy (non-zip) torch.save format is not supported; re-save it with torch >= 1.6");
   std::map<std::string, ZipEntry> members;
   std::string pkl;
   for (auto& e : read_zip_directory(file->bytes())) {

@@ -19,7 +19,7 @@ SUDO=""
 log() { printf '[setup] %s\n' "$*"; }
 
 # ---- Debian packages ---------------------------------------------------------------------------
-pkgs=(build-essential cmake ninja-build pkg-config ccache clang-format python3 python3-venv
+pkgs=(build-essential cmake ninja-build pkg-config ccache clang-format clang libclang-rt-14-dev python3 python3-venv
       libopencv-core-dev libopencv-imgproc-dev libstb-dev nlohmann-json3-dev catch2 libcli11-dev)
 [ "$GUI" = ON ] && pkgs+=(libimgui-dev libglfw3-dev libgl-dev xvfb xauth)
 [ "$TORCH_SRC" = debian ] && pkgs+=(libtorch-dev libopenblas0-pthread)

@@ -1,4 +1,5 @@
 #include "core/probe.h"
+#include "diffusion/train_base.h"
 #include "studio/job_registry.h"
 
 namespace atelier {
@@ -8,6 +9,9 @@ void register_builtin_jobs(JobRegistry& registry) {
                             "Train the Shapes probe (classes, concept glyphs, styles): the metric network behind "
                             "FD-shapes and classifier accuracy",
                             &train_probe);
+  registry.add<TrainBaseConfig>("train_base",
+                                "Train a class-conditional DiT on Shapes (AdamW, EMA, validation loss, exact resume)",
+                                &train_base);
 }
 
 }  // namespace atelier
