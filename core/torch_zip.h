@@ -10,20 +10,13 @@
 #include <vector>
 
 #include "core/pickle.h"
+#include "core/zip_directory.h"
 #include "core/tensor_map.h"
 
 namespace atelier {
 
 class MappedFile;
 
-// Stored (uncompressed) zip members, as torch.save writes them. Torch-free (fuzzed).
-struct ZipEntry {
-  std::string name;
-  std::uint64_t offset = 0;  // of the member's data in the archive
-  std::uint64_t size = 0;
-};
-// Throws Error for a bad/truncated directory, compressed or encrypted members, or data past EOF.
-std::vector<ZipEntry> read_zip_directory(std::string_view archive);
 
 // A loaded checkpoint: the unpickled object tree, with tensors as Custom values holding torch::Tensor.
 struct TorchCheckpoint {
