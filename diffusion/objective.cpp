@@ -7,13 +7,6 @@
 
 namespace atelier {
 
-Prediction parse_prediction(const std::string& name) {
-  if (name == "eps") return Prediction::Eps;
-  if (name == "v") return Prediction::V;
-  if (name == "x0") return Prediction::X0;
-  fail("prediction '", name, "' is not one of: eps, v, x0");
-}
-
 namespace {
 torch::Tensor normal_kl(const torch::Tensor& mean1, const torch::Tensor& logvar1, const torch::Tensor& mean2,
                         const torch::Tensor& logvar2) {
@@ -44,8 +37,8 @@ torch::Tensor mean_flat(const torch::Tensor& x) {
 }
 }  // namespace
 
-DiffusionObjective::DiffusionObjective(torch::Tensor betas, Prediction prediction, bool learn_sigma)
-    : betas_(betas.to(torch::kDouble)), prediction_(prediction), learn_sigma_(learn_sigma) {
+DiffusionObjective::DiffusionObjective(const NoiseSchedule& schedule, Prediction prediction, bool learn_sigma)
+    : schedule_(schedule), betas_(schedule.betas), prediction_(prediction), learn_sigma_(learn_sigma) {
   if (betas_.dim() != 1 || betas_.size(0) < 2) fail("noise schedule needs at least 2 betas");
   auto alphas = 1.0 - betas_;
   abar_ = torch::cumprod(alphas, 0);
@@ -65,28 +58,15 @@ torch::Tensor DiffusionObjective::gather(const torch::Tensor& table, const torch
 }
 
 torch::Tensor DiffusionObjective::q_sample(const torch::Tensor& x0, const torch::Tensor& t, const torch::Tensor& noise) const {
-  return gather(torch::sqrt(abar_), t, x0) * x0 + gather(torch::sqrt(1.0 - abar_), t, x0) * noise;
+  return add_noise(schedule_, x0, noise, t);
 }
 
 torch::Tensor DiffusionObjective::target(const torch::Tensor& x0, const torch::Tensor& t, const torch::Tensor& noise) const {
-  switch (prediction_) {
-    case Prediction::Eps: return noise;
-    case Prediction::X0: return x0;
-    case Prediction::V: return gather(torch::sqrt(abar_), t, x0) * noise - gather(torch::sqrt(1.0 - abar_), t, x0) * x0;
-  }
-  return noise;
+  return prediction_target(prediction_, x0, noise, schedule_.abar(t));
 }
 
 torch::Tensor DiffusionObjective::predict_x0(const torch::Tensor& out, const torch::Tensor& x_t, const torch::Tensor& t) const {
-  const auto c = x_t.size(1);
-  auto pred = out.narrow(1, 0, c);
-  switch (prediction_) {
-    case Prediction::Eps:
-      return gather(torch::sqrt(1.0 / abar_), t, x_t) * x_t - gather(torch::sqrt(1.0 / abar_ - 1.0), t, x_t) * pred;
-    case Prediction::X0: return pred;
-    case Prediction::V: return gather(torch::sqrt(abar_), t, x_t) * x_t - gather(torch::sqrt(1.0 - abar_), t, x_t) * pred;
-  }
-  return pred;
+  return to_x0_eps(prediction_, out.narrow(1, 0, x_t.size(1)), x_t, schedule_.abar(t)).x0;
 }
 
 DiffusionObjective::Terms DiffusionObjective::losses(const torch::Tensor& model_output, const torch::Tensor& x0,

@@ -7,15 +7,13 @@
 
 #include <string>
 
-namespace atelier {
+#include "samplers/schedule.h"
 
-enum class Prediction { Eps, V, X0 };
-Prediction parse_prediction(const std::string& name);  // "eps" | "v" | "x0"
+namespace atelier {
 
 class DiffusionObjective {
  public:
-  // betas: [T] float64.
-  DiffusionObjective(torch::Tensor betas, Prediction prediction, bool learn_sigma);
+  DiffusionObjective(const NoiseSchedule& schedule, Prediction prediction, bool learn_sigma);
 
   std::int64_t num_timesteps() const { return betas_.size(0); }
   Prediction prediction() const { return prediction_; }
@@ -40,6 +38,7 @@ class DiffusionObjective {
 
  private:
   torch::Tensor gather(const torch::Tensor& table, const torch::Tensor& t, const torch::Tensor& like) const;
+  NoiseSchedule schedule_;
   torch::Tensor betas_, abar_, abar_prev_, posterior_variance_, posterior_log_variance_clipped_;
   torch::Tensor posterior_coef1_, posterior_coef2_;
   Prediction prediction_;

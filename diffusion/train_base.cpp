@@ -3,6 +3,8 @@
 #include <cmath>
 
 #include "core/atomic_file.h"
+#include "core/image.h"
+#include "diffusion/generate.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/training_state.h"
@@ -53,22 +55,6 @@ shapes::Spec ShapesData::spec(int size) const {
   return s;
 }
 
-torch::Tensor make_betas(const std::string& schedule, std::int64_t T) {
-  auto opts = torch::TensorOptions().dtype(torch::kDouble);
-  if (schedule == "linear") {
-    double scale = 1000.0 / static_cast<double>(T);
-    return torch::linspace(scale * 1e-4, scale * 0.02, T, opts);
-  }
-  if (schedule == "scaled_linear") return torch::linspace(std::sqrt(0.00085), std::sqrt(0.012), T, opts).pow(2);
-  if (schedule == "cosine") {
-    auto f = [](double t) { return std::pow(std::cos((t + 0.008) / 1.008 * M_PI / 2), 2); };
-    std::vector<double> b;
-    for (std::int64_t i = 0; i < T; ++i) b.push_back(std::min(1.0 - f((i + 1.0) / T) / f(static_cast<double>(i) / T), 0.999));
-    return torch::tensor(b, opts);
-  }
-  fail("schedule '", schedule, "' is not one of: linear, scaled_linear, cosine");
-}
-
 void save_dit_model(const std::filesystem::path& path, DiT& model, const DiTModelInfo& info, const json& config) {
   Metadata meta = {{"atelier.kind", "dit"},
                    {"dit.config", to_json(info.dit).dump()},
@@ -114,7 +100,7 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
   for (auto& p : model->parameters())
     if (p.requires_grad()) params.push_back(p);
   torch::optim::AdamW opt(params, torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
-  DiffusionObjective objective(make_betas(c.schedule, 1000), parse_prediction(c.prediction), c.learn_sigma);
+  DiffusionObjective objective(NoiseSchedule::by_name(c.schedule, 1000), prediction_by_name(c.prediction), c.learn_sigma);
   Rng rng(static_cast<std::uint64_t>(c.seed) + 1);
   std::int64_t params_count = 0;
   for (auto& p : params) params_count += p.numel();
@@ -161,6 +147,25 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
     ctx.report.progress("val", step, c.steps, {{"val_loss", total / 256}});
   };
 
+  // Preview: 4 EMA samples per class with fixed noise, as a labelled grid.
+  auto preview = [&](std::int64_t step) {
+    SamplerSettings s;
+    s.steps = c.sample_steps;
+    s.cfg_scale = c.cfg_scale;
+    std::vector<std::int64_t> labels;
+    for (int k = 0; k < spec.num_labels(); ++k) labels.insert(labels.end(), 4, k);
+    Rng preview_rng(static_cast<std::uint64_t>(c.seed) + 3);
+    DiTModelInfo info{dc, c.schedule, c.prediction, objective.num_timesteps(), class_names(spec), {}};
+    auto images = generate(ema, info, torch::tensor(labels), s, preview_rng).clamp(-1, 1);
+    GridOptions grid;
+    grid.columns = 4;
+    grid.row_labels = info.class_names;
+    grid.scale = std::max<int>(1, 64 / static_cast<int>(c.image_size));
+    grid.title = "step " + std::to_string(step);
+    save_png(ctx.path("preview.png"), make_grid(images, grid), {{"atelier.step", std::to_string(step)}});
+    ctx.report.artifact("preview", ctx.path("preview.png"));
+  };
+
   model->train();
   for (std::int64_t step = start; step < c.steps; ++step) {
     if (ctx.cancel.requested()) {
@@ -186,6 +191,7 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
     const std::int64_t done = step + 1;
     if (done % c.checkpoint_every == 0 && done < c.steps) checkpoint(done);
     if (done % c.val_every == 0 || done == c.steps) validate(done);
+    if (done % c.sample_every == 0 || done == c.steps) preview(done);
   }
 
   DiTModelInfo info{dc, c.schedule, c.prediction, objective.num_timesteps(), class_names(spec), to_json(c.data)};

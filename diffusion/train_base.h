@@ -104,6 +104,5 @@ struct DiTModelInfo {
 };
 void save_dit_model(const std::filesystem::path& path, DiT& model, const DiTModelInfo& info, const json& config);
 DiT load_dit_model(const std::filesystem::path& path, DiTModelInfo* info = nullptr);
-torch::Tensor make_betas(const std::string& schedule, std::int64_t num_timesteps);
 
 }  // namespace atelier

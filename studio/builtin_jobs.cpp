@@ -1,4 +1,5 @@
 #include "core/probe.h"
+#include "diffusion/generate.h"
 #include "diffusion/train_base.h"
 #include "studio/job_registry.h"
 
@@ -12,6 +13,8 @@ void register_builtin_jobs(JobRegistry& registry) {
   registry.add<TrainBaseConfig>("train_base",
                                 "Train a class-conditional DiT on Shapes (AdamW, EMA, validation loss, exact resume)",
                                 &train_base);
+  registry.add<SampleConfig>("sample", "Sample a labelled grid from a DiT model, with probe accuracy and FD-shapes",
+                             &sample_job);
 }
 
 }  // namespace atelier

@@ -1,0 +1,67 @@
+#include "core/metrics.h"
+
+#include "core/error.h"
+
+namespace atelier {
+
+torch::Tensor probe_features(ProbeNet& probe, const torch::Tensor& images) {
+  torch::NoGradGuard no_grad;
+  probe->eval();
+  std::vector<torch::Tensor> out;
+  for (std::int64_t i = 0; i < images.size(0); i += 256)
+    out.push_back(probe->features(images.slice(0, i, std::min(images.size(0), i + 256))));
+  return torch::cat(out);
+}
+
+torch::Tensor probe_predict(ProbeNet& probe, const torch::Tensor& images) {
+  torch::NoGradGuard no_grad;
+  probe->eval();
+  std::vector<torch::Tensor> out;
+  for (std::int64_t i = 0; i < images.size(0); i += 256)
+    out.push_back(probe->forward(images.slice(0, i, std::min(images.size(0), i + 256))).first.argmax(1));
+  return torch::cat(out);
+}
+
+double frechet_distance(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.dim() != 2 || b.dim() != 2 || a.size(1) != b.size(1)) fail("frechet_distance: feature sets must be [N, F] of one F");
+  if (a.size(0) < 2 || b.size(0) < 2) fail("frechet_distance: need at least 2 samples per set");
+  auto fa = a.to(torch::kDouble), fb = b.to(torch::kDouble);
+  auto mu_a = fa.mean(0), mu_b = fb.mean(0);
+  auto cov = [](const torch::Tensor& f, const torch::Tensor& mu) {
+    auto c = f - mu;
+    return c.t().matmul(c) / static_cast<double>(f.size(0) - 1);
+  };
+  auto sa = cov(fa, mu_a), sb = cov(fb, mu_b);
+  // Tr((S_a S_b)^1/2) = sum sqrt(eig(S_a^1/2 S_b S_a^1/2)), all symmetric PSD.
+  auto [ea, va] = torch::linalg_eigh(sa);
+  auto sqrt_a = va.matmul(torch::diag(ea.clamp_min(0).sqrt())).matmul(va.t());
+  auto m = sqrt_a.matmul(sb).matmul(sqrt_a);
+  auto em = torch::linalg_eigvalsh((m + m.t()) / 2).clamp_min(0).sqrt().sum();
+  auto fd = (mu_a - mu_b).pow(2).sum() + sa.trace() + sb.trace() - 2 * em;
+  return fd.item<double>();
+}
+
+double fd_shapes(ProbeNet& probe, const torch::Tensor& generated, const torch::Tensor& reference) {
+  return frechet_distance(probe_features(probe, generated), probe_features(probe, reference));
+}
+
+double sharpness(const torch::Tensor& images) {
+  torch::NoGradGuard no_grad;
+  auto x = (images.to(torch::kFloat) + 1) * 127.5;
+  auto grey = (0.299 * x.select(1, 0) + 0.587 * x.select(1, 1) + 0.114 * x.select(1, 2)).unsqueeze(1);
+  auto kernel = torch::tensor({0.f, 1.f, 0.f, 1.f, -4.f, 1.f, 0.f, 1.f, 0.f}).view({1, 1, 3, 3});
+  auto lap = torch::conv2d(grey, kernel);  // valid region, [N, 1, H-2, W-2]
+  return lap.flatten(1).var(1).mean().item<double>();
+}
+
+double probe_accuracy(ProbeNet& probe, const torch::Tensor& images, const torch::Tensor& labels) {
+  return probe_predict(probe, images).eq(labels.to(torch::kLong)).to(torch::kDouble).mean().item<double>();
+}
+
+double feature_cosine(ProbeNet& probe, const torch::Tensor& images, const torch::Tensor& reference) {
+  auto f = probe_features(probe, images);
+  auto r = probe_features(probe, reference).mean(0, true);
+  return torch::cosine_similarity(f, r, 1).mean().item<double>();
+}
+
+}  // namespace atelier

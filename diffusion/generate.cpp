@@ -1,0 +1,119 @@
+#include "diffusion/generate.h"
+
+#include <filesystem>
+
+#include "core/atomic_file.h"
+#include "core/image.h"
+#include "core/metrics.h"
+#include "core/shapes.h"
+
+namespace atelier {
+
+std::int64_t probe_label_of(const std::string& name) {
+  const auto& s = shapes::shape_names();
+  const auto& g = shapes::glyph_names();
+  for (std::size_t i = 0; i < s.size(); ++i)
+    if (s[i] == name) return static_cast<std::int64_t>(i);
+  for (std::size_t i = 0; i < g.size(); ++i)
+    if (g[i] == name) return 8 + static_cast<std::int64_t>(i);
+  fail("'", name, "' is neither a Shapes class nor a concept glyph");
+}
+
+torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor& labels, const SamplerSettings& s,
+                       Rng& rng, const StepObserver& observe) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  const auto& dc = model->config();
+  const auto schedule = NoiseSchedule::by_name(info.schedule, info.num_train_timesteps);
+  const auto prediction = prediction_by_name(info.prediction);
+  const auto n = labels.size(0);
+  const auto null = torch::full_like(labels, model->null_class());
+  const bool guided = s.cfg_scale != 1.0 && dc.class_dropout_prob > 0;
+  Denoiser denoise = [&](const torch::Tensor& x, const torch::Tensor& t) {
+    if (!guided) return model->forward(x, t, labels);
+    auto out = model->forward(torch::cat({x, x}), torch::cat({t, t}), torch::cat({labels, null}));
+    auto cond = out.narrow(0, 0, n), uncond = out.narrow(0, n, n);
+    const auto c = dc.in_channels;
+    auto guided_pred = uncond.narrow(1, 0, c) + s.cfg_scale * (cond.narrow(1, 0, c) - uncond.narrow(1, 0, c));
+    return dc.learn_sigma ? torch::cat({guided_pred, cond.narrow(1, c, c)}, 1) : guided_pred;
+  };
+  auto spacing = [&](Spacing fallback) { return s.spacing == "auto" ? fallback : spacing_by_name(s.spacing); };
+  const auto T = schedule.size();
+  auto x = rng.randn({n, dc.in_channels, dc.input_size, dc.input_size});
+  if (s.sampler == "ddpm") {
+    DDPMOptions o;
+    o.prediction = prediction;
+    o.variance = dc.learn_sigma ? DDPMVariance::learned_range : DDPMVariance::fixed_small;
+    auto ts = s.spacing == "auto" ? respace(schedule, std::to_string(s.steps)).sampling_timesteps()
+                                  : spaced_timesteps(T, s.steps, spacing(Spacing::leading));
+    return sample_ddpm(schedule, o, denoise, x, ts, rng, observe);
+  }
+  if (s.sampler == "ddim") {
+    DDIMOptions o;
+    o.prediction = prediction;
+    o.eta = s.eta;
+    return sample_ddim(schedule, o, denoise, x, spaced_timesteps(T, s.steps, spacing(Spacing::leading)), rng, observe);
+  }
+  if (s.sampler == "euler" || s.sampler == "euler_a") {
+    auto steps = sigma_steps(schedule, s.steps, spacing(Spacing::linspace));
+    x = x * steps.init_noise_sigma;
+    if (s.sampler == "euler") return sample_euler(prediction, denoise, x, steps, observe);
+    return sample_euler_ancestral(prediction, denoise, x, steps, rng, observe);
+  }
+  if (s.sampler == "dpmpp_2m")
+    return sample_dpmpp_2m(schedule, prediction, denoise, x, dpm_solver_timesteps(T, s.steps, spacing(Spacing::linspace)),
+                           observe);
+  if (s.sampler == "lcm") {
+    LCMOptions o;
+    o.prediction = prediction;
+    return sample_lcm(schedule, o, denoise, x, lcm_timesteps(T, s.steps), rng, observe);
+  }
+  fail("sampler '", s.sampler, "' is not one of: ddpm, ddim, euler, euler_a, dpmpp_2m, lcm");
+}
+
+void sample_job(const SampleConfig& c, JobContext& ctx) {
+  DiTModelInfo info;
+  DiT model = load_dit_model(c.model, &info);
+  std::vector<std::string> names = c.classes.empty() ? info.class_names : c.classes;
+  std::vector<std::int64_t> labels;
+  for (const auto& name : names) {
+    auto it = std::find(info.class_names.begin(), info.class_names.end(), name);
+    if (it == info.class_names.end()) fail("field 'classes': the model has no class '", name, "'");
+    for (std::int64_t k = 0; k < c.per_class; ++k) labels.push_back(it - info.class_names.begin());
+  }
+  auto y = torch::tensor(labels, torch::kLong);
+  Rng rng(static_cast<std::uint64_t>(c.seed));
+  auto images = generate(model, info, y, c.sampler, rng, [&](std::int64_t step, std::int64_t steps, const auto&, const auto&) {
+    ctx.check_cancel();
+    ctx.report.progress("sample", step + 1, steps);
+  });
+  images = images.clamp(-1, 1);
+
+  GridOptions grid;
+  grid.columns = static_cast<int>(c.per_class);
+  grid.row_labels = names;
+  grid.scale = std::max<int>(1, 64 / static_cast<int>(model->config().input_size));
+  grid.title = c.sampler.sampler + " " + std::to_string(c.sampler.steps) + " steps, cfg " + json(c.sampler.cfg_scale).dump() +
+               ", seed " + std::to_string(c.seed);
+  save_png(ctx.path(c.output), make_grid(images, grid), {{"atelier.config", to_json(c).dump()}});
+  ctx.report.artifact("samples", ctx.path(c.output));
+
+  if (c.probe.empty()) return;
+  if (!std::filesystem::exists(c.probe)) fail("field 'probe': ", c.probe, " does not exist (set \"probe\": \"\" to skip metrics)");
+  ProbeNet probe = load_probe(c.probe);
+  std::vector<std::int64_t> probe_labels;
+  for (const auto& name : names)
+    for (std::int64_t k = 0; k < c.per_class; ++k) probe_labels.push_back(probe_label_of(name));
+  ShapesData data = from_json<ShapesData>(info.data);
+  auto reference = shapes::make_batch(data.spec(static_cast<int>(model->config().input_size)), 2, 0, c.reference_samples);
+  std::map<std::string, double> m = {
+      {"probe_accuracy", probe_accuracy(probe, images, torch::tensor(probe_labels, torch::kLong))},
+      {"fd_shapes", fd_shapes(probe, images, reference.images)},
+      {"sharpness", sharpness(images)},
+      {"reference_sharpness", sharpness(reference.images)},
+  };
+  write_file_atomic(ctx.path("metrics.json"), json(m).dump(2) + "\n");
+  ctx.report.metrics(m);
+}
+
+}  // namespace atelier

@@ -1,0 +1,66 @@
+// Class-conditional generation with a DiT: the sampler choice, classifier-free guidance folded into
+// the denoiser callback, and the `sample` job (labelled grid + metrics).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/job.h"
+#include "core/rng.h"
+#include "diffusion/dit.h"
+#include "diffusion/train_base.h"
+#include "samplers/samplers.h"
+
+namespace atelier {
+
+struct SamplerSettings {
+  std::string sampler = "ddim";
+  std::int64_t steps = 50;
+  double cfg_scale = 4.0;
+  double eta = 0.0;
+  std::string spacing = "auto";
+
+  template <class V>
+  void fields(V& v) {
+    v("sampler", sampler, "sampler", Choices{"ddpm", "ddim", "euler", "euler_a", "dpmpp_2m", "lcm"});
+    v("steps", steps, "sampling steps", Range{1, 1000});
+    v("cfg_scale", cfg_scale, "classifier-free guidance scale (1: off)", Range{0, 100});
+    v("eta", eta, "DDIM eta (0: deterministic)", Range{0, 1});
+    v("spacing", spacing, "timestep spacing (auto: the sampler's diffusers default)",
+      Choices{"auto", "leading", "trailing", "linspace"});
+  }
+};
+
+// Generates one image per label. labels [N] int64 in the model's class space; returns [N, C, H, W].
+// The denoiser runs the conditional and null-label passes as one batch when cfg_scale != 1.
+torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor& labels, const SamplerSettings& s,
+                       Rng& rng, const StepObserver& observe = {});
+
+// Probe label (0-7 shapes, 8-12 glyphs) of a Shapes class or glyph name.
+std::int64_t probe_label_of(const std::string& name);
+
+struct SampleConfig {
+  std::string model = "assets/models/dit_shapes.safetensors";
+  std::vector<std::string> classes;
+  std::int64_t per_class = 8;
+  SamplerSettings sampler;
+  std::int64_t seed = 0;
+  std::string probe = "assets/models/probe.safetensors";
+  std::int64_t reference_samples = 512;
+  std::string output = "samples.png";
+
+  template <class V>
+  void fields(V& v) {
+    v("model", model, "DiT model file (written by train_base, or converted)");
+    v("classes", classes, "class names to draw (empty: every class of the model)");
+    v("per_class", per_class, "images per class (one grid row per class)", Range{1, 4096});
+    sampler.fields(v);
+    v("seed", seed, "seed of the initial noise", Range{0, 9e15});
+    v("probe", probe, "Shapes probe for metrics (empty: no metrics)");
+    v("reference_samples", reference_samples, "real test-split images for FD-shapes", Range{16, 1e6});
+    v("output", output, "grid file written in the run folder");
+  }
+};
+void sample_job(const SampleConfig& config, JobContext& ctx);
+
+}  // namespace atelier

@@ -1,0 +1,26 @@
+#include <catch2/catch.hpp>
+
+#include "core/metrics.h"
+#include "core/rng.h"
+
+using namespace atelier;
+
+TEST_CASE("Frechet distance matches the closed form for Gaussians", "[metrics]") {
+  Rng rng(0);
+  auto a = rng.randn({4000, 3}, torch::kDouble);
+  CHECK(frechet_distance(a, a) == Approx(0).margin(1e-9));
+  // N(0, I) vs N(mu, 4I): |mu|^2 + 3 * (1 + 4 - 2 * 2) = |mu|^2 + 3
+  auto b = rng.randn({4000, 3}, torch::kDouble) * 2 + torch::tensor({1.0, 0.0, 2.0}, torch::kDouble);
+  CHECK(frechet_distance(a, b) == Approx(5 + 3).epsilon(0.1));
+  CHECK_THROWS_WITH(frechet_distance(a, rng.randn({10, 4})), Catch::Contains("[N, F]"));
+}
+
+TEST_CASE("sharpness is zero for flat images and grows with detail", "[metrics]") {
+  auto flat = torch::zeros({2, 3, 16, 16});
+  CHECK(sharpness(flat) == Approx(0));
+  auto checker = torch::ones({2, 3, 16, 16});
+  checker.index_put_({torch::indexing::Slice(), torch::indexing::Slice(), torch::indexing::Slice(0, 16, 2)}, -1);
+  CHECK(sharpness(checker) > 1000);
+  CHECK(sharpness(torch::nn::functional::avg_pool2d(checker, torch::nn::functional::AvgPool2dFuncOptions(3).stride(1).padding(1))) <
+        sharpness(checker));
+}
