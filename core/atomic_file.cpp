@@ -54,8 +54,7 @@ void AtomicFile::commit() {
   int rc = std::fclose(file_);
   file_ = nullptr;
   if (rc != 0) fail(path_.string(), ": close failed: ", std::strerror(errno));
-  if (std::rename(temp_.c_str(), path_.c_str()) != 0)
-    fail(path_.string(), ": rename failed: ", std::strerror(errno));
+  if (std::rename(temp_.c_str(), path_.c_str()) != 0) fail(path_.string(), ": rename failed: ", std::strerror(errno));
   committed_ = true;
   fsync_dir(path_.parent_path());
 }

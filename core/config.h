@@ -56,33 +56,48 @@ namespace config_detail {
 
 template <class T>
 std::string type_name() {
-  if constexpr (std::is_same_v<T, bool>) return "bool";
-  else if constexpr (std::is_integral_v<T>) return "int";
-  else if constexpr (std::is_floating_point_v<T>) return "float";
-  else if constexpr (std::is_same_v<T, std::string>) return "string";
-  else if constexpr (std::is_same_v<T, json>) return "object";
-  else return "list[" + type_name<typename T::value_type>() + "]";
+  if constexpr (std::is_same_v<T, bool>)
+    return "bool";
+  else if constexpr (std::is_integral_v<T>)
+    return "int";
+  else if constexpr (std::is_floating_point_v<T>)
+    return "float";
+  else if constexpr (std::is_same_v<T, std::string>)
+    return "string";
+  else if constexpr (std::is_same_v<T, json>)
+    return "object";
+  else
+    return "list[" + type_name<typename T::value_type>() + "]";
 }
 
 // Checks a JSON value against T; returns an error text or empty.
 template <class T>
 std::string check_type(const json& j) {
-  if constexpr (std::is_same_v<T, bool>) return j.is_boolean() ? "" : "expected bool";
+  if constexpr (std::is_same_v<T, bool>)
+    return j.is_boolean() ? "" : "expected bool";
   else if constexpr (std::is_integral_v<T>) {
     double d = 0;
     if (j.is_number_unsigned()) {
-      if (j.get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) return "integer too large";
+      if (j.get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<T>::max()))
+        return "integer too large";
       return "";
     }
-    if (j.is_number_integer()) d = static_cast<double>(j.get<std::int64_t>());
-    else if (j.is_number_float() && std::trunc(j.get<double>()) == j.get<double>()) d = j.get<double>();
-    else return "expected int";
-    if (d < static_cast<double>(std::numeric_limits<T>::lowest()) || d > static_cast<double>(std::numeric_limits<T>::max()))
+    if (j.is_number_integer())
+      d = static_cast<double>(j.get<std::int64_t>());
+    else if (j.is_number_float() && std::trunc(j.get<double>()) == j.get<double>())
+      d = j.get<double>();
+    else
+      return "expected int";
+    if (d < static_cast<double>(std::numeric_limits<T>::lowest()) ||
+        d > static_cast<double>(std::numeric_limits<T>::max()))
       return "integer out of range";
     return "";
-  } else if constexpr (std::is_floating_point_v<T>) return j.is_number() ? "" : "expected float";
-  else if constexpr (std::is_same_v<T, std::string>) return j.is_string() ? "" : "expected string";
-  else if constexpr (std::is_same_v<T, json>) return "";
+  } else if constexpr (std::is_floating_point_v<T>)
+    return j.is_number() ? "" : "expected float";
+  else if constexpr (std::is_same_v<T, std::string>)
+    return j.is_string() ? "" : "expected string";
+  else if constexpr (std::is_same_v<T, json>)
+    return "";
   else {
     if (!j.is_array()) return "expected " + type_name<T>();
     for (const auto& e : j)

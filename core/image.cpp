@@ -68,7 +68,9 @@ Image load_image(const std::filesystem::path& path, int channels) {
 std::string encode_png(const Image& image, const std::map<std::string, std::string>& text) {
   check_image(image);
   std::string png;
-  auto sink = [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size); };
+  auto sink = [](void* ctx, void* data, int size) {
+    static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size);
+  };
   if (!stbi_write_png_to_func(sink, &png, image.width, image.height, image.channels, image.pixels.data(),
                               image.width * image.channels))
     fail("PNG encoding failed");
@@ -93,7 +95,9 @@ void save_png(const std::filesystem::path& path, const Image& image, const std::
 void save_jpeg(const std::filesystem::path& path, const Image& image, int quality) {
   check_image(image);
   std::string out;
-  auto sink = [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size); };
+  auto sink = [](void* ctx, void* data, int size) {
+    static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size);
+  };
   if (!stbi_write_jpg_to_func(sink, &out, image.width, image.height, image.channels, image.pixels.data(), quality))
     fail(path.string(), ": JPEG encoding failed");
   write_file_atomic(path, out);
@@ -159,7 +163,8 @@ Image make_grid(const torch::Tensor& images, const GridOptions& o) {
   const int font = cv::FONT_HERSHEY_SIMPLEX;
   const double font_scale = 0.35;
   int label_w = 0, label_h = 0, title_h = 0;
-  for (const auto& l : o.row_labels) label_w = std::max(label_w, cv::getTextSize(l, font, font_scale, 1, nullptr).width + 6);
+  for (const auto& l : o.row_labels)
+    label_w = std::max(label_w, cv::getTextSize(l, font, font_scale, 1, nullptr).width + 6);
   if (!o.column_labels.empty()) label_h = 14;
   if (!o.title.empty()) title_h = 16;
   const int width = label_w + cols * (cell_w + o.padding) + o.padding;

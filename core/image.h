@@ -22,7 +22,8 @@ struct Image {
 Image load_image(const std::filesystem::path& path, int channels = 3);
 Image decode_image(const std::string& bytes, const std::string& what, int channels = 3);
 // PNG with optional tEXt chunks (e.g. {"atelier.config": json}); written atomically.
-void save_png(const std::filesystem::path& path, const Image& image, const std::map<std::string, std::string>& text = {});
+void save_png(const std::filesystem::path& path, const Image& image,
+              const std::map<std::string, std::string>& text = {});
 std::string encode_png(const Image& image, const std::map<std::string, std::string>& text = {});
 void save_jpeg(const std::filesystem::path& path, const Image& image, int quality = 92);
 // tEXt chunks of a PNG file (used by tests and `atelier inspect` on images).

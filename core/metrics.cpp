@@ -23,7 +23,8 @@ torch::Tensor probe_predict(ProbeNet& probe, const torch::Tensor& images) {
 }
 
 double frechet_distance(const torch::Tensor& a, const torch::Tensor& b) {
-  if (a.dim() != 2 || b.dim() != 2 || a.size(1) != b.size(1)) fail("frechet_distance: feature sets must be [N, F] of one F");
+  if (a.dim() != 2 || b.dim() != 2 || a.size(1) != b.size(1))
+    fail("frechet_distance: feature sets must be [N, F] of one F");
   if (a.size(0) < 2 || b.size(0) < 2) fail("frechet_distance: need at least 2 samples per set");
   auto fa = a.to(torch::kDouble), fb = b.to(torch::kDouble);
   auto mu_a = fa.mean(0), mu_b = fb.mean(0);

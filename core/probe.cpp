@@ -49,7 +49,8 @@ shapes::Batch probe_batch(std::uint64_t seed, int split, std::int64_t first, std
 torch::Tensor augment(const torch::Tensor& x, Rng& rng, double noise, double blur_prob) {
   auto n = x.size(0);
   auto sigma = rng.rand({n, 1, 1, 1}) * noise;
-  auto blurred = torch::avg_pool2d(torch::nn::functional::pad(x, torch::nn::functional::PadFuncOptions({1, 1, 1, 1}).mode(torch::kReplicate)), 3, 1);
+  auto blurred = torch::avg_pool2d(
+      torch::nn::functional::pad(x, torch::nn::functional::PadFuncOptions({1, 1, 1, 1}).mode(torch::kReplicate)), 3, 1);
   auto use_blur = (rng.rand({n, 1, 1, 1}) < blur_prob).to(x.dtype());
   auto y = x * (1 - use_blur) + blurred * use_blur;
   return y + sigma * rng.randn(x.sizes());
@@ -57,7 +58,9 @@ torch::Tensor augment(const torch::Tensor& x, Rng& rng, double noise, double blu
 
 }  // namespace
 
-int probe_num_labels() { return 13; }
+int probe_num_labels() {
+  return 13;
+}
 
 std::string probe_label_name(int label) {
   return label < 8 ? shapes::shape_names().at(label) : shapes::glyph_names().at(label - 8);
@@ -140,8 +143,8 @@ void train_probe(const ProbeConfig& c, JobContext& ctx) {
     auto clean = probe_accuracy(net, val.images, val.labels, val.styles);
     Rng noise_rng(7);
     auto noisy = probe_accuracy(net, val.images + 0.1 * noise_rng.randn(val.images.sizes()), val.labels, val.styles);
-    std::map<std::string, double> m = {{"val_label_acc", clean.label}, {"val_style_acc", clean.style},
-                                       {"val_label_acc_noise0.1", noisy.label}};
+    std::map<std::string, double> m = {
+        {"val_label_acc", clean.label}, {"val_style_acc", clean.style}, {"val_label_acc_noise0.1", noisy.label}};
     ctx.report.progress("eval", step, c.steps, m);
     return m;
   };
@@ -152,13 +155,15 @@ void train_probe(const ProbeConfig& c, JobContext& ctx) {
       checkpoint(step);
       throw Cancelled();
     }
-    double lr = step < warmup ? c.lr * (step + 1) / warmup
-                              : 0.5 * c.lr * (1 + std::cos(M_PI * (step - warmup) / std::max<std::int64_t>(1, c.steps - warmup)));
+    double lr = step < warmup
+                    ? c.lr * (step + 1) / warmup
+                    : 0.5 * c.lr * (1 + std::cos(M_PI * (step - warmup) / std::max<std::int64_t>(1, c.steps - warmup)));
     for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     auto batch = probe_batch(seed, 0, step * c.batch, c.batch, size);
     auto x = augment(batch.images, rng, c.noise_aug, c.blur_prob);
     auto [logits, style_logits] = net->forward(x);
-    auto loss = torch::cross_entropy_loss(logits, batch.labels) + 0.5 * torch::cross_entropy_loss(style_logits, batch.styles);
+    auto loss =
+        torch::cross_entropy_loss(logits, batch.labels) + 0.5 * torch::cross_entropy_loss(style_logits, batch.styles);
     opt.zero_grad();
     loss.backward();
     torch::nn::utils::clip_grad_norm_(net->parameters(), 1.0);
@@ -187,7 +192,8 @@ void train_probe(const ProbeConfig& c, JobContext& ctx) {
   grid.columns = 8;
   grid.scale = std::max(1, 64 / size);
   grid.title = "probe predictions on validation images";
-  for (int k = 0; k < 8; ++k) grid.column_labels.push_back(probe_label_name(static_cast<int>(predicted[k].item<std::int64_t>())).substr(0, 5));
+  for (int k = 0; k < 8; ++k)
+    grid.column_labels.push_back(probe_label_name(static_cast<int>(predicted[k].item<std::int64_t>())).substr(0, 5));
   save_png(ctx.path("preview.png"), make_grid(shown, grid), {{"atelier.config", to_json(c).dump()}});
   ctx.report.artifact("preview", ctx.path("preview.png"));
 }

@@ -70,7 +70,10 @@ nlohmann::json Event::to_json() const {
 Event Event::from_json(const nlohmann::json& j) {
   Event e;
   std::string t = j.value("type", "log");
-  e.type = t == "progress" ? Type::Progress : t == "artifact" ? Type::Artifact : t == "metrics" ? Type::Metrics : Type::Log;
+  e.type = t == "progress"   ? Type::Progress
+           : t == "artifact" ? Type::Artifact
+           : t == "metrics"  ? Type::Metrics
+                             : Type::Log;
   e.time = j.value("time", 0.0);
   e.phase = j.value("phase", "");
   e.step = j.value("step", std::int64_t{0});
@@ -79,7 +82,10 @@ Event Event::from_json(const nlohmann::json& j) {
   e.eta_s = j.value("eta_s", 0.0);
   if (j.contains("scalars")) e.scalars = j["scalars"].get<std::map<std::string, double>>();
   std::string level = j.value("level", "info");
-  e.level = level == "error" ? Level::Error : level == "warn" ? Level::Warn : level == "debug" ? Level::Debug : Level::Info;
+  e.level = level == "error"   ? Level::Error
+            : level == "warn"  ? Level::Warn
+            : level == "debug" ? Level::Debug
+                               : Level::Info;
   e.message = e.type == Type::Artifact ? j.value("kind", "") : j.value("message", "");
   e.path = j.value("path", "");
   return e;

@@ -21,15 +21,15 @@ struct Event {
   enum class Level { Debug, Info, Warn, Error };
   Type type = Type::Log;
   Level level = Level::Info;
-  double time = 0;              // seconds since the Reporter was created
-  std::string phase;            // Progress: e.g. "train", "sample"
-  std::int64_t step = 0;        // Progress
-  std::int64_t total = 0;       // Progress
-  double it_per_s = 0;          // Progress (smoothed)
-  double eta_s = 0;             // Progress
+  double time = 0;                        // seconds since the Reporter was created
+  std::string phase;                      // Progress: e.g. "train", "sample"
+  std::int64_t step = 0;                  // Progress
+  std::int64_t total = 0;                 // Progress
+  double it_per_s = 0;                    // Progress (smoothed)
+  double eta_s = 0;                       // Progress
   std::map<std::string, double> scalars;  // Progress/Metrics: loss, val_loss, lr, ...
-  std::string message;          // Log text; Artifact: kind ("preview", "checkpoint", ...)
-  std::string path;             // Artifact
+  std::string message;                    // Log text; Artifact: kind ("preview", "checkpoint", ...)
+  std::string path;                       // Artifact
 
   nlohmann::json to_json() const;
   static Event from_json(const nlohmann::json& j);

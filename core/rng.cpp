@@ -29,10 +29,16 @@ std::uint64_t Rng::next_u64() {
   return gen_.get<at::CPUGeneratorImpl>()->random64();
 }
 
-double Rng::uniform() { return static_cast<double>(next_u64() >> 11) * (1.0 / 9007199254740992.0); }
+double Rng::uniform() {
+  return static_cast<double>(next_u64() >> 11) * (1.0 / 9007199254740992.0);
+}
 
-torch::Tensor Rng::state() const { return gen_.get_state(); }
+torch::Tensor Rng::state() const {
+  return gen_.get_state();
+}
 
-void Rng::set_state(const torch::Tensor& state) { gen_.set_state(state); }
+void Rng::set_state(const torch::Tensor& state) {
+  gen_.set_state(state);
+}
 
 }  // namespace atelier

@@ -23,15 +23,24 @@ struct Mapping {
 // Writer-side table: every torch dtype that has a safetensors name.
 const std::vector<Mapping>& writable_dtypes() {
   static const std::vector<Mapping> table = {
-      {DType::BOOL, torch::kBool},    {DType::U8, torch::kByte},     {DType::I8, torch::kChar},
-      {DType::I16, torch::kShort},    {DType::F16, torch::kHalf},    {DType::BF16, torch::kBFloat16},
-      {DType::I32, torch::kInt},      {DType::F32, torch::kFloat},   {DType::I64, torch::kLong},
-      {DType::F64, torch::kDouble},
+    {DType::BOOL, torch::kBool},
+    {DType::U8, torch::kByte},
+    {DType::I8, torch::kChar},
+    {DType::I16, torch::kShort},
+    {DType::F16, torch::kHalf},
+    {DType::BF16, torch::kBFloat16},
+    {DType::I32, torch::kInt},
+    {DType::F32, torch::kFloat},
+    {DType::I64, torch::kLong},
+    {DType::F64, torch::kDouble},
 #if ATELIER_TORCH_AT_LEAST(2, 1)
-      {DType::F8_E4M3, torch::kFloat8_e4m3fn}, {DType::F8_E5M2, torch::kFloat8_e5m2},
+    {DType::F8_E4M3, torch::kFloat8_e4m3fn},
+    {DType::F8_E5M2, torch::kFloat8_e5m2},
 #endif
 #if ATELIER_TORCH_AT_LEAST(2, 3)
-      {DType::U16, torch::kUInt16},   {DType::U32, torch::kUInt32},  {DType::U64, torch::kUInt64},
+    {DType::U16, torch::kUInt16},
+    {DType::U32, torch::kUInt32},
+    {DType::U64, torch::kUInt64},
 #endif
   };
   return table;
@@ -43,7 +52,9 @@ DType to_st_dtype(torch::ScalarType t, const std::string& name) {
   fail("tensor '", name, "': dtype ", c10::toString(t), " has no safetensors equivalent");
 }
 
-std::vector<std::int64_t> entry_shape(const Entry& e) { return e.shape; }
+std::vector<std::int64_t> entry_shape(const Entry& e) {
+  return e.shape;
+}
 
 }  // namespace
 
@@ -64,7 +75,9 @@ Reader::Reader(const std::filesystem::path& path) : file_(MappedFile::open(path)
   header_ = with_context([&] { return parse(file_->bytes()); }, path.string());
 }
 
-const std::filesystem::path& Reader::path() const { return file_->path(); }
+const std::filesystem::path& Reader::path() const {
+  return file_->path();
+}
 
 const Entry* Reader::find(std::string_view name) const {
   for (const auto& e : header_.entries)
@@ -143,7 +156,9 @@ TensorMap Reader::load_some(const std::set<std::string>& names) const {
   return out;
 }
 
-TensorFile load(const std::filesystem::path& path) { return Reader(path).load_all(); }
+TensorFile load(const std::filesystem::path& path) {
+  return Reader(path).load_all();
+}
 
 namespace {
 
@@ -178,7 +193,8 @@ std::pair<std::string, std::vector<Planned>> plan(const TensorMap& tensors, cons
   std::uint64_t offset = 0;
   for (const auto& p : items) {
     std::uint64_t n = p.data.numel() * p.data.element_size();
-    header[p.name] = {{"dtype", dtype_name(p.dtype)}, {"shape", p.data.sizes().vec()}, {"data_offsets", {offset, offset + n}}};
+    header[p.name] = {
+        {"dtype", dtype_name(p.dtype)}, {"shape", p.data.sizes().vec()}, {"data_offsets", {offset, offset + n}}};
     offset += n;
   }
   std::string json = header.dump();

@@ -24,9 +24,9 @@ struct Entry {
 };
 
 struct Header {
-  std::vector<Entry> entries;  // in file order (by begin offset)
+  std::vector<Entry> entries;                   // in file order (by begin offset)
   std::map<std::string, std::string> metadata;  // "__metadata__"
-  std::uint64_t data_start = 0;  // 8 + header length
+  std::uint64_t data_start = 0;                 // 8 + header length
 };
 
 // Torch-free: validates the 8-byte length, the JSON header and the offsets against the file's bytes.

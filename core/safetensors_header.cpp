@@ -22,11 +22,21 @@ struct DTypeInfo {
   std::size_t bits;
 };
 constexpr std::array<DTypeInfo, 15> kDTypes{{
-    {DType::BOOL, "BOOL", 8},  {DType::U8, "U8", 8},     {DType::I8, "I8", 8},
-    {DType::F8_E5M2, "F8_E5M2", 8}, {DType::F8_E4M3, "F8_E4M3", 8}, {DType::I16, "I16", 16},
-    {DType::U16, "U16", 16},   {DType::F16, "F16", 16},   {DType::BF16, "BF16", 16},
-    {DType::I32, "I32", 32},   {DType::U32, "U32", 32},   {DType::F32, "F32", 32},
-    {DType::I64, "I64", 64},   {DType::U64, "U64", 64},   {DType::F64, "F64", 64},
+    {DType::BOOL, "BOOL", 8},
+    {DType::U8, "U8", 8},
+    {DType::I8, "I8", 8},
+    {DType::F8_E5M2, "F8_E5M2", 8},
+    {DType::F8_E4M3, "F8_E4M3", 8},
+    {DType::I16, "I16", 16},
+    {DType::U16, "U16", 16},
+    {DType::F16, "F16", 16},
+    {DType::BF16, "BF16", 16},
+    {DType::I32, "I32", 32},
+    {DType::U32, "U32", 32},
+    {DType::F32, "F32", 32},
+    {DType::I64, "I64", 64},
+    {DType::U64, "U64", 64},
+    {DType::F64, "F64", 64},
 }};
 
 DType parse_dtype(const std::string& s, const std::string& tensor) {
@@ -67,8 +77,7 @@ bool valid_utf8(std::string_view s) {
 }
 
 std::uint64_t checked_mul(std::uint64_t a, std::uint64_t b, const std::string& tensor) {
-  if (a != 0 && b > std::numeric_limits<std::uint64_t>::max() / a)
-    fail("tensor '", tensor, "': shape size overflows");
+  if (a != 0 && b > std::numeric_limits<std::uint64_t>::max() / a) fail("tensor '", tensor, "': shape size overflows");
   return a * b;
 }
 
@@ -100,8 +109,12 @@ Entry parse_entry(const std::string& name, const nlohmann::json& v) {
 
 }  // namespace
 
-std::string_view dtype_name(DType d) { return kDTypes[static_cast<std::size_t>(d)].name; }
-std::size_t dtype_bits(DType d) { return kDTypes[static_cast<std::size_t>(d)].bits; }
+std::string_view dtype_name(DType d) {
+  return kDTypes[static_cast<std::size_t>(d)].name;
+}
+std::size_t dtype_bits(DType d) {
+  return kDTypes[static_cast<std::size_t>(d)].bits;
+}
 
 Header parse(std::string_view bytes) {
   if (bytes.size() < 8) fail("file too small for a safetensors header (", bytes.size(), " bytes)");
@@ -128,9 +141,8 @@ Header parse(std::string_view bytes) {
     }
     h.entries.push_back(parse_entry(key, value));
   }
-  std::sort(h.entries.begin(), h.entries.end(), [](const Entry& a, const Entry& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
-  });
+  std::sort(h.entries.begin(), h.entries.end(),
+            [](const Entry& a, const Entry& b) { return a.begin != b.begin ? a.begin < b.begin : a.end < b.end; });
   std::uint64_t expected = 0;
   for (const auto& e : h.entries) {
     if (e.begin != expected)

@@ -129,8 +129,8 @@ void draw_mask(cv::Mat& mask, const Attributes& a, const Frame& f) {
         break;
       }
       default: {  // eye: almond outline + pupil
-        cv::ellipse(mask, f.map(cv::Point2d(0, 0)), cv::Size(r, static_cast<int>(0.55 * r)), f.angle * 180 / kPi, 0, 360,
-                    255, std::max(2, r / 7), cv::LINE_AA);
+        cv::ellipse(mask, f.map(cv::Point2d(0, 0)), cv::Size(r, static_cast<int>(0.55 * r)), f.angle * 180 / kPi, 0,
+                    360, 255, std::max(2, r / 7), cv::LINE_AA);
         cv::circle(mask, f.map(cv::Point2d(0, 0)), static_cast<int>(0.3 * r), 255, cv::FILLED, cv::LINE_AA);
         break;
       }
@@ -176,7 +176,8 @@ cv::Mat background(const Attributes& a, int s, SampleRng& rng) {
 }  // namespace
 
 const std::vector<std::string>& shape_names() {
-  static const std::vector<std::string> v = {"circle", "square", "triangle", "star", "cross", "ring", "hexagon", "heart"};
+  static const std::vector<std::string> v = {"circle", "square", "triangle", "star",
+                                             "cross",  "ring",   "hexagon",  "heart"};
   return v;
 }
 const std::vector<std::string>& glyph_names() {
@@ -208,8 +209,8 @@ std::string Attributes::caption() const {
   static const char* kBackgrounds[] = {"plain", "two-tone", "gradient"};
   std::string size = scale < 0.55f ? "small" : scale > 0.7f ? "large" : "medium";
   std::string what = glyph >= 0 ? glyph_names()[glyph] + " glyph" : shape_names()[shape];
-  return "a " + size + " " + color_names()[color] + " " + what + " on a " + kBackgrounds[background] +
-         " background, " + style_names()[style] + " style";
+  return "a " + size + " " + color_names()[color] + " " + what + " on a " + kBackgrounds[background] + " background, " +
+         style_names()[style] + " style";
 }
 
 int Spec::num_labels() const {

@@ -18,34 +18,34 @@
 
 namespace atelier::shapes {
 
-const std::vector<std::string>& shape_names();    // 8 base classes
-const std::vector<std::string>& glyph_names();    // 5 concept glyphs
-const std::vector<std::string>& style_names();    // flat, outline, striped, night, pixel
+const std::vector<std::string>& shape_names();  // 8 base classes
+const std::vector<std::string>& glyph_names();  // 5 concept glyphs
+const std::vector<std::string>& style_names();  // flat, outline, striped, night, pixel
 const std::vector<std::string>& color_names();
-const std::vector<std::string>& split_names();    // train, val, test
+const std::vector<std::string>& split_names();  // train, val, test
 
 // Index of `name` in `names`; Error listing the choices when absent.
 int index_of(const std::vector<std::string>& names, const std::string& name, const std::string& what);
 
 struct Attributes {
-  int shape = 0;        // index into shape_names(), or -1 for a glyph
-  int glyph = -1;       // index into glyph_names() when a concept glyph is drawn
-  int color = 0;        // index into color_names()
-  int style = 0;        // index into style_names()
-  int background = 0;   // 0 solid, 1 two-tone, 2 gradient
-  float scale = 0.6f;   // shape extent / image size
+  int shape = 0;       // index into shape_names(), or -1 for a glyph
+  int glyph = -1;      // index into glyph_names() when a concept glyph is drawn
+  int color = 0;       // index into color_names()
+  int style = 0;       // index into style_names()
+  int background = 0;  // 0 solid, 1 two-tone, 2 gradient
+  float scale = 0.6f;  // shape extent / image size
   float cx = 0.5f, cy = 0.5f;
-  float angle = 0.0f;   // degrees
+  float angle = 0.0f;  // degrees
   std::string caption() const;
 };
 
 struct Spec {
   int size = 32;
-  std::vector<int> shapes;       // base classes drawn (indices); empty: all 8
-  std::vector<int> glyphs;       // concept glyphs drawn instead of shapes when non-empty
-  std::vector<int> styles{0};    // styles sampled uniformly
+  std::vector<int> shapes;     // base classes drawn (indices); empty: all 8
+  std::vector<int> glyphs;     // concept glyphs drawn instead of shapes when non-empty
+  std::vector<int> styles{0};  // styles sampled uniformly
   float min_scale = 0.5f, max_scale = 0.8f;
-  float jitter = 0.12f;          // max centre offset (fraction of the image)
+  float jitter = 0.12f;            // max centre offset (fraction of the image)
   bool plain_backgrounds = false;  // only solid light backgrounds
   std::uint64_t seed = 0;
 

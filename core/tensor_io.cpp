@@ -31,7 +31,8 @@ FileFormat detect_format(const std::filesystem::path& path) {
   if (n >= 3 && std::memcmp(head, "\xFF\xD8\xFF", 3) == 0) return FileFormat::Jpeg;
   if (n >= 9) {
     std::size_t i = 8;
-    while (i < static_cast<std::size_t>(n) && (head[i] == ' ' || head[i] == '\n' || head[i] == '\t' || head[i] == '\r')) ++i;
+    while (i < static_cast<std::size_t>(n) && (head[i] == ' ' || head[i] == '\n' || head[i] == '\t' || head[i] == '\r'))
+      ++i;
     if (i < static_cast<std::size_t>(n) && head[i] == '{') return FileFormat::Safetensors;
   }
   std::string ext = path.extension().string();

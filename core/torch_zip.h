@@ -10,13 +10,12 @@
 #include <vector>
 
 #include "core/pickle.h"
-#include "core/zip_directory.h"
 #include "core/tensor_map.h"
+#include "core/zip_directory.h"
 
 namespace atelier {
 
 class MappedFile;
-
 
 // A loaded checkpoint: the unpickled object tree, with tensors as Custom values holding torch::Tensor.
 struct TorchCheckpoint {

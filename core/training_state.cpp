@@ -10,7 +10,9 @@ namespace atelier {
 namespace fs = std::filesystem;
 
 namespace {
-fs::path checkpoint_dir(const fs::path& run_dir) { return run_dir / "checkpoints"; }
+fs::path checkpoint_dir(const fs::path& run_dir) {
+  return run_dir / "checkpoints";
+}
 
 std::vector<std::pair<std::int64_t, fs::path>> list_checkpoints(const fs::path& run_dir) {
   std::vector<std::pair<std::int64_t, fs::path>> out;
@@ -44,7 +46,8 @@ std::optional<TrainingState> load_latest_training_state(const fs::path& run_dir)
   const fs::path& path = all.back().second;
   TensorFile file = safetensors::load(path);
   auto it = file.metadata.find("atelier.training_state");
-  if (it == file.metadata.end()) fail(path.string(), ": not a training checkpoint (no atelier.training_state metadata)");
+  if (it == file.metadata.end())
+    fail(path.string(), ": not a training checkpoint (no atelier.training_state metadata)");
   TrainingState state;
   state.info = json::parse(it->second, nullptr, false);
   if (state.info.is_discarded() || !state.info.contains("step"))

@@ -20,7 +20,8 @@ struct TrainingState {
 };
 
 // Writes the checkpoint and keeps only the newest `keep` ones. Returns its path.
-std::filesystem::path save_training_state(const std::filesystem::path& run_dir, const TrainingState& state, int keep = 2);
+std::filesystem::path save_training_state(const std::filesystem::path& run_dir, const TrainingState& state,
+                                          int keep = 2);
 std::optional<TrainingState> load_latest_training_state(const std::filesystem::path& run_dir);
 
 // Parameters and buffers of a module under `prefix` (no prefix separator added: pass "ema." etc).
@@ -32,7 +33,8 @@ void load_module_tensors(torch::nn::Module& module, const TensorMap& tensors, co
 
 // Adam/AdamW moments and step counts, by parameter index within the optimizer's groups.
 TensorMap optimizer_tensors(torch::optim::Optimizer& opt, const std::string& prefix = "optim.");
-void load_optimizer_tensors(torch::optim::Optimizer& opt, const TensorMap& tensors, const std::string& prefix = "optim.");
+void load_optimizer_tensors(torch::optim::Optimizer& opt, const TensorMap& tensors,
+                            const std::string& prefix = "optim.");
 
 // Exponential moving average of a module's parameters (buffers copied).
 void ema_update(torch::nn::Module& ema, const torch::nn::Module& model, double decay);

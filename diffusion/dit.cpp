@@ -30,8 +30,8 @@ DiTConfig dit_preset(const std::string& name) {
     const char* name;
     std::int64_t depth, hidden, heads;
   };
-  static const Size sizes[] = {{"XL", 28, 1152, 16}, {"L", 24, 1024, 16}, {"B", 12, 768, 12}, {"S", 12, 384, 6},
-                               {"T", 6, 128, 4}};
+  static const Size sizes[] = {
+      {"XL", 28, 1152, 16}, {"L", 24, 1024, 16}, {"B", 12, 768, 12}, {"S", 12, 384, 6}, {"T", 6, 128, 4}};
   for (const auto& s : sizes) {
     for (int p : {2, 4, 8}) {
       if (name == std::string("DiT-") + s.name + "/" + std::to_string(p)) {
@@ -103,7 +103,7 @@ torch::Tensor DiTBlockImpl::forward(const torch::Tensor& x, const torch::Tensor&
   if (gamma_mlp.defined()) gate_mlp = gate_mlp * gamma_mlp;
 
   const auto n = x.size(0), tokens = x.size(1), d = x.size(2), hd = d / heads;
-  auto h = qkv->forward(modulate(layer_norm(x), shift_msa, scale_msa));        // [N, T, 3D]
+  auto h = qkv->forward(modulate(layer_norm(x), shift_msa, scale_msa));         // [N, T, 3D]
   auto qkv_heads = h.view({n, tokens, 3, heads, hd}).permute({2, 0, 3, 1, 4});  // [3, N, H, T, hd]
   auto q = qkv_heads[0], k = qkv_heads[1], v = qkv_heads[2];
 #if TORCH_VERSION_MAJOR >= 2
@@ -118,12 +118,15 @@ torch::Tensor DiTBlockImpl::forward(const torch::Tensor& x, const torch::Tensor&
 }
 
 DiTImpl::DiTImpl(const DiTConfig& c) : config_(c) {
-  if (c.input_size % c.patch_size != 0) fail("DiT: input_size ", c.input_size, " is not a multiple of patch_size ", c.patch_size);
-  if (c.hidden_size % c.num_heads != 0) fail("DiT: hidden_size ", c.hidden_size, " is not a multiple of num_heads ", c.num_heads);
+  if (c.input_size % c.patch_size != 0)
+    fail("DiT: input_size ", c.input_size, " is not a multiple of patch_size ", c.patch_size);
+  if (c.hidden_size % c.num_heads != 0)
+    fail("DiT: hidden_size ", c.hidden_size, " is not a multiple of num_heads ", c.num_heads);
   const auto d = c.hidden_size;
-  x_proj = child(*this, "x_embedder")
-               ->register_module("proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(c.in_channels, d, c.patch_size)
-                                                               .stride(c.patch_size)));
+  x_proj =
+      child(*this, "x_embedder")
+          ->register_module(
+              "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(c.in_channels, d, c.patch_size).stride(c.patch_size)));
   torch::nn::Sequential t_seq(torch::nn::Linear(256, d), torch::nn::SiLU(), torch::nn::Linear(d, d));
   child(*this, "t_embedder")->register_module("mlp", t_seq);
   t_mlp0 = torch::nn::Linear(std::dynamic_pointer_cast<torch::nn::LinearImpl>(t_seq->ptr(0)));
@@ -134,8 +137,8 @@ DiTImpl::DiTImpl(const DiTConfig& c) : config_(c) {
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (std::int64_t i = 0; i < c.depth; ++i) blocks->push_back(DiTBlock(d, c.num_heads, c.mlp_ratio));
   auto final_layer = child(*this, "final_layer");
-  final_linear = final_layer->register_module(
-      "linear", torch::nn::Linear(d, c.patch_size * c.patch_size * c.out_channels()));
+  final_linear =
+      final_layer->register_module("linear", torch::nn::Linear(d, c.patch_size * c.patch_size * c.out_channels()));
   torch::nn::Sequential f_ada(torch::nn::SiLU(), torch::nn::Linear(d, 2 * d));
   final_layer->register_module("adaLN_modulation", f_ada);
   final_ada = torch::nn::Linear(std::dynamic_pointer_cast<torch::nn::LinearImpl>(f_ada->ptr(1)));
@@ -170,7 +173,8 @@ void DiTImpl::initialize_weights() {
 }
 
 void DiTImpl::set_input_size(std::int64_t input_size, double base_grid) {
-  if (input_size % config_.patch_size != 0) fail("DiT: input_size ", input_size, " is not a multiple of the patch size");
+  if (input_size % config_.patch_size != 0)
+    fail("DiT: input_size ", input_size, " is not a multiple of the patch size");
   config_.input_size = input_size;
   const auto grid = input_size / config_.patch_size;
   torch::NoGradGuard no_grad;
@@ -184,7 +188,8 @@ torch::Tensor DiTImpl::unpatchify(const torch::Tensor& x) const {
 }
 
 torch::Tensor DiTImpl::forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& y) {
-  if (x.dim() != 4 || x.size(1) != config_.in_channels || x.size(2) != config_.input_size || x.size(3) != config_.input_size)
+  if (x.dim() != 4 || x.size(1) != config_.in_channels || x.size(2) != config_.input_size ||
+      x.size(3) != config_.input_size)
     fail("DiT expects input [N, ", config_.in_channels, ", ", config_.input_size, ", ", config_.input_size, "], got ",
          x.sizes());
   auto h = x_proj->forward(x).flatten(2).transpose(1, 2) + pos_embed;  // [N, T, D]

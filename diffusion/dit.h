@@ -14,7 +14,7 @@
 namespace atelier {
 
 struct DiTConfig {
-  std::int64_t input_size = 32;   // latent (or pixel) height = width
+  std::int64_t input_size = 32;  // latent (or pixel) height = width
   std::int64_t patch_size = 2;
   std::int64_t in_channels = 4;
   std::int64_t hidden_size = 1152;

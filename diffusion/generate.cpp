@@ -61,8 +61,8 @@ torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor
     return sample_euler_ancestral(prediction, denoise, x, steps, rng, observe);
   }
   if (s.sampler == "dpmpp_2m")
-    return sample_dpmpp_2m(schedule, prediction, denoise, x, dpm_solver_timesteps(T, s.steps, spacing(Spacing::linspace)),
-                           observe);
+    return sample_dpmpp_2m(schedule, prediction, denoise, x,
+                           dpm_solver_timesteps(T, s.steps, spacing(Spacing::linspace)), observe);
   if (s.sampler == "lcm") {
     LCMOptions o;
     o.prediction = prediction;
@@ -83,29 +83,32 @@ void sample_job(const SampleConfig& c, JobContext& ctx) {
   }
   auto y = torch::tensor(labels, torch::kLong);
   Rng rng(static_cast<std::uint64_t>(c.seed));
-  auto images = generate(model, info, y, c.sampler, rng, [&](std::int64_t step, std::int64_t steps, const auto&, const auto&) {
-    ctx.check_cancel();
-    ctx.report.progress("sample", step + 1, steps);
-  });
+  auto images =
+      generate(model, info, y, c.sampler, rng, [&](std::int64_t step, std::int64_t steps, const auto&, const auto&) {
+        ctx.check_cancel();
+        ctx.report.progress("sample", step + 1, steps);
+      });
   images = images.clamp(-1, 1);
 
   GridOptions grid;
   grid.columns = static_cast<int>(c.per_class);
   grid.row_labels = names;
   grid.scale = std::max<int>(1, 64 / static_cast<int>(model->config().input_size));
-  grid.title = c.sampler.sampler + " " + std::to_string(c.sampler.steps) + " steps, cfg " + json(c.sampler.cfg_scale).dump() +
-               ", seed " + std::to_string(c.seed);
+  grid.title = c.sampler.sampler + " " + std::to_string(c.sampler.steps) + " steps, cfg " +
+               json(c.sampler.cfg_scale).dump() + ", seed " + std::to_string(c.seed);
   save_png(ctx.path(c.output), make_grid(images, grid), {{"atelier.config", to_json(c).dump()}});
   ctx.report.artifact("samples", ctx.path(c.output));
 
   if (c.probe.empty()) return;
-  if (!std::filesystem::exists(c.probe)) fail("field 'probe': ", c.probe, " does not exist (set \"probe\": \"\" to skip metrics)");
+  if (!std::filesystem::exists(c.probe))
+    fail("field 'probe': ", c.probe, " does not exist (set \"probe\": \"\" to skip metrics)");
   ProbeNet probe = load_probe(c.probe);
   std::vector<std::int64_t> probe_labels;
   for (const auto& name : names)
     for (std::int64_t k = 0; k < c.per_class; ++k) probe_labels.push_back(probe_label_of(name));
   ShapesData data = from_json<ShapesData>(info.data);
-  auto reference = shapes::make_batch(data.spec(static_cast<int>(model->config().input_size)), 2, 0, c.reference_samples);
+  auto reference =
+      shapes::make_batch(data.spec(static_cast<int>(model->config().input_size)), 2, 0, c.reference_samples);
   std::map<std::string, double> m = {
       {"probe_accuracy", probe_accuracy(probe, images, torch::tensor(probe_labels, torch::kLong))},
       {"fd_shapes", fd_shapes(probe, images, reference.images)},

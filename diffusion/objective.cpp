@@ -10,7 +10,8 @@ namespace atelier {
 namespace {
 torch::Tensor normal_kl(const torch::Tensor& mean1, const torch::Tensor& logvar1, const torch::Tensor& mean2,
                         const torch::Tensor& logvar2) {
-  return 0.5 * (-1.0 + logvar2 - logvar1 + torch::exp(logvar1 - logvar2) + (mean1 - mean2).pow(2) * torch::exp(-logvar2));
+  return 0.5 *
+         (-1.0 + logvar2 - logvar1 + torch::exp(logvar1 - logvar2) + (mean1 - mean2).pow(2) * torch::exp(-logvar2));
 }
 
 torch::Tensor approx_standard_normal_cdf(const torch::Tensor& x) {
@@ -44,28 +45,32 @@ DiffusionObjective::DiffusionObjective(const NoiseSchedule& schedule, Prediction
   abar_ = torch::cumprod(alphas, 0);
   abar_prev_ = torch::cat({torch::ones({1}, abar_.options()), abar_.narrow(0, 0, abar_.size(0) - 1)});
   posterior_variance_ = betas_ * (1.0 - abar_prev_) / (1.0 - abar_);
-  posterior_log_variance_clipped_ =
-      torch::log(torch::cat({posterior_variance_.narrow(0, 1, 1), posterior_variance_.narrow(0, 1, abar_.size(0) - 1)}));
+  posterior_log_variance_clipped_ = torch::log(
+      torch::cat({posterior_variance_.narrow(0, 1, 1), posterior_variance_.narrow(0, 1, abar_.size(0) - 1)}));
   posterior_coef1_ = betas_ * torch::sqrt(abar_prev_) / (1.0 - abar_);
   posterior_coef2_ = (1.0 - abar_prev_) * torch::sqrt(alphas) / (1.0 - abar_);
 }
 
-torch::Tensor DiffusionObjective::gather(const torch::Tensor& table, const torch::Tensor& t, const torch::Tensor& like) const {
+torch::Tensor DiffusionObjective::gather(const torch::Tensor& table, const torch::Tensor& t,
+                                         const torch::Tensor& like) const {
   auto v = table.to(like.device()).index_select(0, t.to(torch::kLong).to(like.device())).to(like.scalar_type());
   std::vector<std::int64_t> shape(like.dim(), 1);
   shape[0] = like.size(0);
   return v.view(shape);
 }
 
-torch::Tensor DiffusionObjective::q_sample(const torch::Tensor& x0, const torch::Tensor& t, const torch::Tensor& noise) const {
+torch::Tensor DiffusionObjective::q_sample(const torch::Tensor& x0, const torch::Tensor& t,
+                                           const torch::Tensor& noise) const {
   return add_noise(schedule_, x0, noise, t);
 }
 
-torch::Tensor DiffusionObjective::target(const torch::Tensor& x0, const torch::Tensor& t, const torch::Tensor& noise) const {
+torch::Tensor DiffusionObjective::target(const torch::Tensor& x0, const torch::Tensor& t,
+                                         const torch::Tensor& noise) const {
   return prediction_target(prediction_, x0, noise, schedule_.abar(t));
 }
 
-torch::Tensor DiffusionObjective::predict_x0(const torch::Tensor& out, const torch::Tensor& x_t, const torch::Tensor& t) const {
+torch::Tensor DiffusionObjective::predict_x0(const torch::Tensor& out, const torch::Tensor& x_t,
+                                             const torch::Tensor& t) const {
   return to_x0_eps(prediction_, out.narrow(1, 0, x_t.size(1)), x_t, schedule_.abar(t)).x0;
 }
 

@@ -4,15 +4,16 @@
 
 #include "core/atomic_file.h"
 #include "core/image.h"
-#include "diffusion/generate.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "core/training_state.h"
+#include "diffusion/generate.h"
 
 namespace atelier {
 namespace {
 
-std::vector<int> indices_of(const std::vector<std::string>& names, const std::vector<std::string>& all, const char* what) {
+std::vector<int> indices_of(const std::vector<std::string>& names, const std::vector<std::string>& all,
+                            const char* what) {
   std::vector<int> out;
   for (const auto& n : names) out.push_back(shapes::index_of(all, n, what));
   return out;
@@ -75,7 +76,8 @@ DiT load_dit_model(const std::filesystem::path& path, DiTModelInfo* info) {
     return it->second;
   };
   DiTModelInfo i;
-  i.dit = with_context([&] { return from_json<DiTConfig>(json::parse(get("dit.config"))); }, path.string(), ": dit.config");
+  i.dit =
+      with_context([&] { return from_json<DiTConfig>(json::parse(get("dit.config"))); }, path.string(), ": dit.config");
   i.schedule = get("diffusion.schedule");
   i.prediction = get("diffusion.prediction");
   i.num_train_timesteps = std::stoll(get("diffusion.num_train_timesteps"));
@@ -100,7 +102,8 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
   for (auto& p : model->parameters())
     if (p.requires_grad()) params.push_back(p);
   torch::optim::AdamW opt(params, torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
-  DiffusionObjective objective(NoiseSchedule::by_name(c.schedule, 1000), prediction_by_name(c.prediction), c.learn_sigma);
+  DiffusionObjective objective(NoiseSchedule::by_name(c.schedule, 1000), prediction_by_name(c.prediction),
+                               c.learn_sigma);
   Rng rng(static_cast<std::uint64_t>(c.seed) + 1);
   std::int64_t params_count = 0;
   for (auto& p : params) params_count += p.numel();

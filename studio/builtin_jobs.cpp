@@ -10,9 +10,8 @@ void register_builtin_jobs(JobRegistry& registry) {
                             "Train the Shapes probe (classes, concept glyphs, styles): the metric network behind "
                             "FD-shapes and classifier accuracy",
                             &train_probe);
-  registry.add<TrainBaseConfig>("train_base",
-                                "Train a class-conditional DiT on Shapes (AdamW, EMA, validation loss, exact resume)",
-                                &train_base);
+  registry.add<TrainBaseConfig>(
+      "train_base", "Train a class-conditional DiT on Shapes (AdamW, EMA, validation loss, exact resume)", &train_base);
   registry.add<SampleConfig>("sample", "Sample a labelled grid from a DiT model, with probe accuracy and FD-shapes",
                              &sample_job);
 }

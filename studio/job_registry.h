@@ -32,8 +32,7 @@ class JobRegistry {
 
   template <class Config>
   void add(const std::string& name, const std::string& help, void (*run)(const Config&, JobContext&)) {
-    add(JobKind{name, help, describe<Config>(),
-                [](const json& j) { return to_json(from_json<Config>(j, {"kind"})); },
+    add(JobKind{name, help, describe<Config>(), [](const json& j) { return to_json(from_json<Config>(j, {"kind"})); },
                 [run](const json& j, JobContext& ctx) { run(from_json<Config>(j, {"kind"}), ctx); }});
   }
 

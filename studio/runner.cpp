@@ -91,8 +91,8 @@ RunResult JobRunner::run(const PreparedRun& p, Reporter& reporter, const CancelT
     return result;
   }
   JobContext ctx{p.run_dir, p.resume, reporter, cancel, configure_threads()};
-  reporter.info(std::string(p.resume ? "resuming " : "starting ") + p.kind->name + " in " + p.run_dir.string() +
-                " (" + std::to_string(ctx.threads) + " threads)");
+  reporter.info(std::string(p.resume ? "resuming " : "starting ") + p.kind->name + " in " + p.run_dir.string() + " (" +
+                std::to_string(ctx.threads) + " threads)");
   try {
     p.kind->run(p.effective, ctx);
     result.status = RunResult::Status::Completed;

@@ -28,13 +28,15 @@ CommandResult run_cli(const std::string& args) {
   if (pipe == nullptr) return r;
   char buf[4096];
   std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, n);
+  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) r.output.insert(r.output.end(), buf, buf + n);
   int status = ::pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
 }
 
-fs::path source_path(const std::string& relative) { return fs::path(ATELIER_SOURCE_DIR) / relative; }
+fs::path source_path(const std::string& relative) {
+  return fs::path(ATELIER_SOURCE_DIR) / relative;
+}
 
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();

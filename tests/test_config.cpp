@@ -38,8 +38,8 @@ TEST_CASE("config reads typed fields with defaults and round-trips", "[config]")
 }
 
 TEST_CASE("config rejects bad input naming the key", "[config]") {
-  CHECK_THROWS_WITH(from_json<DemoConfig>(json{{"stpes", 5}}), Catch::Contains("unknown key 'stpes'") &&
-                                                                  Catch::Contains("did you mean 'steps'"));
+  CHECK_THROWS_WITH(from_json<DemoConfig>(json{{"stpes", 5}}),
+                    Catch::Contains("unknown key 'stpes'") && Catch::Contains("did you mean 'steps'"));
   CHECK_THROWS_WITH(from_json<DemoConfig>(json{{"steps", "many"}}), Catch::Contains("field 'steps': expected int"));
   CHECK_THROWS_WITH(from_json<DemoConfig>(json{{"steps", 2.5}}), Catch::Contains("field 'steps'"));
   CHECK_THROWS_WITH(from_json<DemoConfig>(json{{"steps", 1000}}), Catch::Contains("outside [1, 100]"));

@@ -21,6 +21,6 @@ TEST_CASE("sharpness is zero for flat images and grows with detail", "[metrics]"
   auto checker = torch::ones({2, 3, 16, 16});
   checker.index_put_({torch::indexing::Slice(), torch::indexing::Slice(), torch::indexing::Slice(0, 16, 2)}, -1);
   CHECK(sharpness(checker) > 1000);
-  CHECK(sharpness(torch::nn::functional::avg_pool2d(checker, torch::nn::functional::AvgPool2dFuncOptions(3).stride(1).padding(1))) <
-        sharpness(checker));
+  CHECK(sharpness(torch::nn::functional::avg_pool2d(
+            checker, torch::nn::functional::AvgPool2dFuncOptions(3).stride(1).padding(1))) < sharpness(checker));
 }

@@ -24,7 +24,7 @@ bool no_temp_files(const fs::path& dir) {
 }
 
 json tiny_probe_job() {
-  return json{{"kind", "train_probe"}, {"steps", 6},       {"batch", 8},         {"width", 4},
+  return json{{"kind", "train_probe"}, {"steps", 6},        {"batch", 8},           {"width", 4},
               {"val_samples", 16},     {"eval_every", 100}, {"checkpoint_every", 2}};
 }
 
@@ -107,7 +107,8 @@ TEST_CASE("strict loading lists every missing, unexpected and mis-shaped key", "
   torch::nn::Linear m(3, 2);
   TensorMap t = {{"weight", torch::zeros({2, 4})}, {"extra", torch::zeros({1})}};
   CHECK_THROWS_WITH(load_module_tensors(*m, t, "", "model.safetensors"),
-                    Catch::Contains("model.safetensors") && Catch::Contains("'weight' has shape [2, 4], expected [2, 3]") &&
+                    Catch::Contains("model.safetensors") &&
+                        Catch::Contains("'weight' has shape [2, 4], expected [2, 3]") &&
                         Catch::Contains("missing 'bias'") && Catch::Contains("unexpected 'extra'"));
 }
 
@@ -128,7 +129,8 @@ TEST_CASE("the runner validates jobs and run folders before starting", "[runner]
   CHECK_THROWS_WITH(runner.prepare(req), Catch::Contains("holds no run"));
   req.resume = false;
   CancelToken cancel;
-  REQUIRE(runner.run(runner.prepare(req), *std::make_unique<Reporter>(), cancel).status == RunResult::Status::Completed);
+  REQUIRE(runner.run(runner.prepare(req), *std::make_unique<Reporter>(), cancel).status ==
+          RunResult::Status::Completed);
   CHECK_THROWS_WITH(runner.prepare(req), Catch::Contains("already holds a run"));
   req.resume = true;
   req.job["lr"] = 0.1;
@@ -182,7 +184,8 @@ TEST_CASE("SIGKILL during training, then --resume, ends with the uninterrupted w
     ::_exit(127);
   }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!fs::exists(dir / "killed/checkpoints/step_00000004.safetensors") && std::chrono::steady_clock::now() < deadline)
+  while (!fs::exists(dir / "killed/checkpoints/step_00000004.safetensors") &&
+         std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   ::kill(pid, SIGKILL);
   int status = 0;

@@ -129,8 +129,10 @@ int convert(const std::string& in, const std::string& out, const std::string& se
     if (prefix.empty() || name.rfind(prefix, 0) == 0) tensors[name.substr(prefix.size())] = t;
   if (tensors.empty()) fail(in, ": no tensors under '", select, "'");
   if (!dtype.empty()) {
-    torch::ScalarType target = dtype == "f32" ? torch::kFloat : dtype == "f16" ? torch::kHalf : dtype == "bf16" ? torch::kBFloat16
-                                                                                                             : torch::kByte;
+    torch::ScalarType target = dtype == "f32"    ? torch::kFloat
+                               : dtype == "f16"  ? torch::kHalf
+                               : dtype == "bf16" ? torch::kBFloat16
+                                                 : torch::kByte;
     if (target == torch::kByte) fail("--dtype: '", dtype, "' is not one of f32, f16, bf16");
     for (auto& [_, t] : tensors)
       if (t.is_floating_point()) t = t.to(target);

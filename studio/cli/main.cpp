@@ -7,10 +7,10 @@
 //   130  cancelled (Ctrl-C); the run folder holds a checkpoint: continue with `atelier run JOB --resume`
 #include <torch/torch.h>
 
+#include <unistd.h>
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
-#include <unistd.h>
 
 #include "core/error.h"
 #include "studio/cli/commands.h"
