@@ -1,0 +1,71 @@
+#include <catch2/catch.hpp>
+
+#include "core/config.h"
+#include "core/safetensors.h"
+#include "tests/helpers.h"
+
+using namespace atelier;
+
+TEST_CASE("atelier convert and inspect agree with the reference torch/safetensors packages", "[cli]") {
+  test::TempDir dir;
+  for (const char* name : {"sequential", "nested", "views", "dtypes", "weird_name"}) {
+    INFO(name);
+    auto pt = test::source_path(std::string("tests/fixtures/torch/") + name + ".pt").string();
+    auto out = (dir / (std::string(name) + ".safetensors")).string();
+    auto r = test::run_cli("convert " + pt + " " + out);
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+    auto converted = safetensors::load(out);
+    auto ref = safetensors::load(test::source_path(std::string("tests/fixtures/torch/") + name + ".ref.safetensors"));
+    REQUIRE(converted.tensors.size() == ref.tensors.size());
+    for (const auto& [key, t] : ref.tensors) {
+      INFO(key);
+      REQUIRE(converted.tensors.count(key));
+      CHECK(converted.tensors.at(key).scalar_type() == t.scalar_type());
+      CHECK(torch::equal(converted.tensors.at(key), t));
+    }
+    auto inspected = test::run_cli("inspect --json " + pt);
+    REQUIRE(inspected.exit_code == 0);
+    auto j = json::parse(inspected.output);
+    CHECK(j["format"] == "torch zip checkpoint");
+    for (const auto& [key, t] : ref.tensors) CHECK(j["tensors"][key]["shape"] == json(t.sizes().vec()));
+  }
+}
+
+TEST_CASE("convert --select keeps one subtree and --dtype casts floats", "[cli]") {
+  test::TempDir dir;
+  auto pt = test::source_path("tests/fixtures/torch/nested.pt").string();
+  auto out = (dir / "ema.safetensors").string();
+  auto r = test::run_cli("convert " + pt + " " + out + " --select ema --dtype f16");
+  REQUIRE(r.exit_code == 0);
+  auto f = safetensors::load(out);
+  for (const auto& [key, t] : f.tensors) {
+    CHECK(key.rfind("ema.", 0) != 0);
+    CHECK(t.scalar_type() == torch::kHalf);
+  }
+  CHECK(f.metadata.at("args").find("Namespace(") == 0);
+  CHECK(test::run_cli("convert " + pt + " " + out + " --dtype f8").exit_code == 1);
+}
+
+TEST_CASE("jobs lists every kind with typed fields; usage errors exit 2", "[cli]") {
+  auto r = test::run_cli("jobs --json");
+  REQUIRE(r.exit_code == 0);
+  auto kinds = json::parse(r.output);
+  std::vector<std::string> names;
+  for (const auto& k : kinds) names.push_back(k["kind"]);
+  for (const char* expected : {"train_probe", "train_base", "sample"})
+    CHECK(std::find(names.begin(), names.end(), expected) != names.end());
+  for (const auto& k : kinds)
+    for (const auto& f : k["fields"]) {
+      CHECK(f.contains("type"));
+      CHECK(f.contains("default"));
+      CHECK_FALSE(f["help"].get<std::string>().empty());
+    }
+  CHECK(test::run_cli("--help").exit_code == 0);
+  CHECK(test::run_cli("run --help").exit_code == 0);
+  CHECK(test::run_cli("frobnicate").exit_code == 2);
+  CHECK(test::run_cli("run").exit_code == 2);
+  auto bad = test::run_cli("jobs nope");
+  CHECK(bad.exit_code == 1);
+  CHECK(bad.output.find("unknown job kind 'nope'") != std::string::npos);
+}
