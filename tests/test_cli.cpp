@@ -69,3 +69,26 @@ TEST_CASE("jobs lists every kind with typed fields; usage errors exit 2", "[cli]
   CHECK(bad.exit_code == 1);
   CHECK(bad.output.find("unknown job kind 'nope'") != std::string::npos);
 }
+
+TEST_CASE("verify reproduces reference outputs of converted checkpoints", "[cli]") {
+  auto dit = test::source_path("tests/fixtures/dit/").string();
+  auto vae = test::source_path("tests/fixtures/vae/").string();
+  auto ok = test::run_cli("verify " + dit + "weights_diffusers.safetensors " + dit + "io.safetensors");
+  INFO(ok.output);
+  CHECK(ok.exit_code == 0);
+  CHECK(ok.output.find("dit sample") != std::string::npos);
+  // The official model embeds timesteps with frequency shift 0, diffusers with 1: verify must notice.
+  auto shifted = test::run_cli("verify " + dit + "official.pt " + dit + "io.safetensors");
+  CHECK(shifted.exit_code == 1);
+  CHECK(shifted.output.find("MISMATCH") != std::string::npos);
+  auto v = test::run_cli("verify " + vae + "weights_ldm.safetensors " + vae + "io.safetensors");
+  CHECK(v.exit_code == 0);
+  CHECK(v.output.find("vae decoded") != std::string::npos);
+  auto strict =
+      test::run_cli("verify " + dit + "weights_diffusers.safetensors " + dit + "io.safetensors --tolerance 1e-12");
+  CHECK(strict.exit_code == 1);
+  CHECK(strict.output.find("does not reproduce") != std::string::npos);
+  auto wrong = test::run_cli("verify " + vae + "weights_diffusers.safetensors " + dit + "io.safetensors");
+  CHECK(wrong.exit_code == 1);
+  CHECK(wrong.output.find("atelier: error:") != std::string::npos);
+}

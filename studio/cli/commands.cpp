@@ -10,6 +10,7 @@
 #include "core/tensor_io.h"
 #include "core/torch_zip.h"
 #include "studio/runner.h"
+#include "studio/verify.h"
 
 namespace atelier::cli {
 
@@ -119,6 +120,18 @@ int inspect(const std::string& file, bool as_json) {
     }
   }
   return 0;
+}
+
+int verify(const std::string& model, const std::string& reference, double tolerance) {
+  bool ok = true;
+  for (const auto& c : verify_model(model, reference, tolerance)) {
+    std::printf("%-12s max |diff| %.3g (%.3g of scale %.3g, tolerance %.3g): %s\n", c.name.c_str(), c.max_abs,
+                c.max_abs / c.scale, c.scale, tolerance, c.passed ? "ok" : "MISMATCH");
+    ok = ok && c.passed;
+  }
+  std::fflush(stdout);
+  if (!ok) std::fprintf(stderr, "atelier: error: %s does not reproduce %s\n", model.c_str(), reference.c_str());
+  return ok ? 0 : 1;
 }
 
 int convert(const std::string& in, const std::string& out, const std::string& select, const std::string& dtype) {

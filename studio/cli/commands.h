@@ -17,6 +17,7 @@ struct RunArgs {
 int run_job(const RunArgs& args, const CancelToken& cancel);
 int list_jobs(const std::string& kind, bool as_json);
 int inspect(const std::string& file, bool as_json);
+int verify(const std::string& model, const std::string& reference, double tolerance);
 int convert(const std::string& in, const std::string& out, const std::string& select, const std::string& dtype);
 
 }  // namespace atelier::cli

@@ -58,6 +58,13 @@ int main(int argc, char** argv) {
   convert_cmd->add_option("--select", select, "keep only tensors under this key (e.g. ema), prefix removed");
   convert_cmd->add_option("--dtype", dtype, "cast floating tensors: f32, f16 or bf16");
 
+  std::string verify_model_path, verify_reference;
+  double verify_tolerance = 1e-5;
+  auto* verify_cmd = app.add_subcommand("verify", "Run a model on a reference file's inputs and compare outputs");
+  verify_cmd->add_option("model", verify_model_path, "DiT or VAE weights (.safetensors, .pt, .bin)")->required();
+  verify_cmd->add_option("reference", verify_reference, "safetensors with inputs and expected outputs")->required();
+  verify_cmd->add_option("--tolerance", verify_tolerance, "max |diff| allowed, relative to max(1, max |reference|)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -73,6 +80,7 @@ int main(int argc, char** argv) {
     }
     if (*jobs_cmd) return atelier::cli::list_jobs(kind, jobs_json);
     if (*inspect_cmd) return atelier::cli::inspect(file, inspect_json);
+    if (*verify_cmd) return atelier::cli::verify(verify_model_path, verify_reference, verify_tolerance);
     if (*convert_cmd) return atelier::cli::convert(in, out, select, dtype);
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "atelier: error: %s\n", e.what_without_backtrace());
