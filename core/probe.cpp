@@ -119,24 +119,11 @@ void train_probe(const ProbeConfig& c, JobContext& ctx) {
   const auto seed = static_cast<std::uint64_t>(c.seed);
   const int size = static_cast<int>(c.image_size);
 
-  std::int64_t start = 0;
-  if (ctx.resume) {
-    if (auto state = load_latest_training_state(ctx.run_dir)) {
-      load_module_tensors(*net, state->tensors, "model.", "checkpoint");
-      load_optimizer_tensors(opt, state->tensors);
-      rng.set_state(state->tensors.at("rng"));
-      start = state->step;
-      ctx.report.info("resumed from step " + std::to_string(start));
-    }
-  }
+  const TrainingParts parts{{{"model.", net.get()}}, &opt, &rng};
+  const std::int64_t start = ctx.resume ? restore_training_parts(ctx.run_dir, parts) : 0;
+  if (start > 0) ctx.report.info("resumed from step " + std::to_string(start));
   auto checkpoint = [&](std::int64_t step) {
-    TrainingState s;
-    s.step = step;
-    s.tensors = module_tensors(*net, "model.");
-    auto optim = optimizer_tensors(opt);
-    s.tensors.insert(optim.begin(), optim.end());
-    s.tensors["rng"] = rng.state();
-    ctx.report.artifact("checkpoint", save_training_state(ctx.run_dir, s));
+    ctx.report.artifact("checkpoint", save_training_parts(ctx.run_dir, step, parts));
   };
   shapes::Batch val = probe_batch(seed, 1, 0, c.val_samples, size);
   auto evaluate = [&](std::int64_t step) {

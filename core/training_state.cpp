@@ -154,6 +154,34 @@ void load_optimizer_tensors(torch::optim::Optimizer& opt, const TensorMap& tenso
   }
 }
 
+fs::path save_training_parts(const fs::path& run_dir, std::int64_t step, const TrainingParts& parts) {
+  TrainingState s;
+  s.step = step;
+  for (const auto& [prefix, module] : parts.modules) {
+    auto t = module_tensors(*module, prefix);
+    s.tensors.insert(t.begin(), t.end());
+  }
+  if (parts.optimizer != nullptr) {
+    auto o = optimizer_tensors(*parts.optimizer);
+    s.tensors.insert(o.begin(), o.end());
+  }
+  if (parts.rng != nullptr) s.tensors["rng"] = parts.rng->state();
+  return save_training_state(run_dir, s);
+}
+
+std::int64_t restore_training_parts(const fs::path& run_dir, const TrainingParts& parts) {
+  auto state = load_latest_training_state(run_dir);
+  if (!state) return 0;
+  for (const auto& [prefix, module] : parts.modules) load_module_tensors(*module, state->tensors, prefix, "checkpoint");
+  if (parts.optimizer != nullptr) load_optimizer_tensors(*parts.optimizer, state->tensors);
+  if (parts.rng != nullptr) {
+    auto it = state->tensors.find("rng");
+    if (it == state->tensors.end()) fail(run_dir.string(), ": checkpoint of step ", state->step, " has no RNG state");
+    parts.rng->set_state(it->second);
+  }
+  return state->step;
+}
+
 void ema_update(torch::nn::Module& ema, const torch::nn::Module& model, double decay) {
   torch::NoGradGuard no_grad;
   auto ema_params = ema.parameters(true);

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "core/config.h"
+#include "core/rng.h"
 #include "core/tensor_map.h"
 
 namespace atelier {
@@ -35,6 +36,18 @@ void load_module_tensors(torch::nn::Module& module, const TensorMap& tensors, co
 TensorMap optimizer_tensors(torch::optim::Optimizer& opt, const std::string& prefix = "optim.");
 void load_optimizer_tensors(torch::optim::Optimizer& opt, const TensorMap& tensors,
                             const std::string& prefix = "optim.");
+
+// Everything a training loop checkpoints: modules under key prefixes, the optimizer and the RNG.
+struct TrainingParts {
+  std::vector<std::pair<std::string, torch::nn::Module*>> modules;  // e.g. {"model.", &model}, {"ema.", &ema}
+  torch::optim::Optimizer* optimizer = nullptr;
+  Rng* rng = nullptr;
+};
+// Saves the parts at `step` (save_training_state); returns the checkpoint's path.
+std::filesystem::path save_training_parts(const std::filesystem::path& run_dir, std::int64_t step,
+                                          const TrainingParts& parts);
+// Restores the parts from the newest checkpoint; returns its step, or 0 when the run has none.
+std::int64_t restore_training_parts(const std::filesystem::path& run_dir, const TrainingParts& parts);
 
 // Exponential moving average of a module's parameters (buffers copied).
 void ema_update(torch::nn::Module& ema, const torch::nn::Module& model, double decay);

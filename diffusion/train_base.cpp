@@ -110,27 +110,11 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
   ctx.report.info(c.model + ": " + std::to_string(params_count) + " trainable parameters, " +
                   std::to_string(dc.num_patches()) + " tokens, " + std::to_string(spec.num_labels()) + " classes");
 
-  std::int64_t start = 0;
-  if (ctx.resume) {
-    if (auto state = load_latest_training_state(ctx.run_dir)) {
-      load_module_tensors(*model, state->tensors, "model.", "checkpoint");
-      load_module_tensors(*ema, state->tensors, "ema.", "checkpoint");
-      load_optimizer_tensors(opt, state->tensors);
-      rng.set_state(state->tensors.at("rng"));
-      start = state->step;
-      ctx.report.info("resumed from step " + std::to_string(start));
-    }
-  }
+  const TrainingParts parts{{{"model.", model.get()}, {"ema.", ema.get()}}, &opt, &rng};
+  const std::int64_t start = ctx.resume ? restore_training_parts(ctx.run_dir, parts) : 0;
+  if (start > 0) ctx.report.info("resumed from step " + std::to_string(start));
   auto checkpoint = [&](std::int64_t step) {
-    TrainingState s;
-    s.step = step;
-    s.tensors = module_tensors(*model, "model.");
-    auto e = module_tensors(*ema, "ema.");
-    auto o = optimizer_tensors(opt);
-    s.tensors.insert(e.begin(), e.end());
-    s.tensors.insert(o.begin(), o.end());
-    s.tensors["rng"] = rng.state();
-    ctx.report.artifact("checkpoint", save_training_state(ctx.run_dir, s));
+    ctx.report.artifact("checkpoint", save_training_parts(ctx.run_dir, step, parts));
   };
 
   // Fixed validation set: images, timesteps and noise drawn once from their own generator.
