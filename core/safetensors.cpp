@@ -1,6 +1,6 @@
 #include "core/safetensors.h"
 
-#include <torch/version.h>
+#include "core/torch_version.h"
 
 #include <algorithm>
 #include <cstring>
@@ -8,9 +8,6 @@
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
-
-#define ATELIER_TORCH_AT_LEAST(major, minor) \
-  (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
 namespace atelier::safetensors {
 namespace {
@@ -52,10 +49,6 @@ DType to_st_dtype(torch::ScalarType t, const std::string& name) {
   fail("tensor '", name, "': dtype ", c10::toString(t), " has no safetensors equivalent");
 }
 
-std::vector<std::int64_t> entry_shape(const Entry& e) {
-  return e.shape;
-}
-
 }  // namespace
 
 torch::ScalarType torch_dtype(DType d) {
@@ -95,8 +88,7 @@ torch::Tensor Reader::load(const Entry& e) const {
   const std::uint8_t* src = file_->data() + header_.data_start + e.begin;
   std::size_t nbytes = e.end - e.begin;
   auto target = torch_dtype(e.dtype);
-  auto shape = entry_shape(e);
-  torch::Tensor out = torch::empty(shape, torch::TensorOptions().dtype(target));
+  torch::Tensor out = torch::empty(e.shape, torch::TensorOptions().dtype(target));
   std::int64_t numel = out.numel();
   bool native = false;
   for (const auto& m : writable_dtypes()) native = native || m.st == e.dtype;

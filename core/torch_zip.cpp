@@ -1,5 +1,7 @@
 #include "core/torch_zip.h"
 
+#include "core/torch_version.h"
+
 #include <cstring>
 #include <optional>
 
@@ -44,12 +46,18 @@ std::optional<torch::ScalarType> dtype_named(std::string_view name) {
       {"bfloat16", ScalarType::BFloat16}, {"int64", ScalarType::Long}, {"long", ScalarType::Long},
       {"int32", ScalarType::Int}, {"int", ScalarType::Int}, {"int16", ScalarType::Short},
       {"short", ScalarType::Short}, {"int8", ScalarType::Char}, {"uint8", ScalarType::Byte},
-      {"bool", ScalarType::Bool}, {"uint16", ScalarType::UInt16}, {"uint32", ScalarType::UInt32},
-      {"uint64", ScalarType::UInt64}, {"complex32", ScalarType::ComplexHalf}, {"complex64", ScalarType::ComplexFloat},
+      {"bool", ScalarType::Bool}, {"complex32", ScalarType::ComplexHalf}, {"complex64", ScalarType::ComplexFloat},
       {"cfloat", ScalarType::ComplexFloat}, {"complex128", ScalarType::ComplexDouble},
-      {"cdouble", ScalarType::ComplexDouble}, {"float8_e4m3fn", ScalarType::Float8_e4m3fn},
-      {"float8_e5m2", ScalarType::Float8_e5m2}, {"float8_e4m3fnuz", ScalarType::Float8_e4m3fnuz},
-      {"float8_e5m2fnuz", ScalarType::Float8_e5m2fnuz},
+      {"cdouble", ScalarType::ComplexDouble},
+#if ATELIER_TORCH_AT_LEAST(2, 3)
+      {"uint16", ScalarType::UInt16}, {"uint32", ScalarType::UInt32}, {"uint64", ScalarType::UInt64},
+#endif
+#if ATELIER_TORCH_AT_LEAST(2, 1)
+      {"float8_e4m3fn", ScalarType::Float8_e4m3fn}, {"float8_e5m2", ScalarType::Float8_e5m2},
+#endif
+#if ATELIER_TORCH_AT_LEAST(2, 2)
+      {"float8_e4m3fnuz", ScalarType::Float8_e4m3fnuz}, {"float8_e5m2fnuz", ScalarType::Float8_e5m2fnuz},
+#endif
   };
   // clang-format on
   auto it = table.find(name);

@@ -1,5 +1,7 @@
 #include "core/training_state.h"
 
+#include "core/torch_version.h"
+
 #include <algorithm>
 #include <regex>
 
@@ -99,6 +101,15 @@ void load_module_tensors(torch::nn::Module& module, const TensorMap& tensors, co
 }
 
 namespace {
+// Key of a parameter in the optimizer's state map (a string before LibTorch 2.0).
+auto state_key(const torch::Tensor& p) {
+#if ATELIER_TORCH_AT_LEAST(2, 0)
+  return static_cast<void*>(p.unsafeGetTensorImpl());
+#else
+  return c10::guts::to_string(p.unsafeGetTensorImpl());
+#endif
+}
+
 template <class State>
 void save_moments(const State& s, TensorMap& out, const std::string& key) {
   out[key + ".step"] = torch::tensor(static_cast<std::int64_t>(s.step()));
@@ -123,7 +134,7 @@ TensorMap optimizer_tensors(torch::optim::Optimizer& opt, const std::string& pre
   std::int64_t index = 0;
   for (auto& group : opt.param_groups()) {
     for (auto& p : group.params()) {
-      auto it = opt.state().find(p.unsafeGetTensorImpl());
+      auto it = opt.state().find(state_key(p));
       std::string key = prefix + std::to_string(index++);
       if (it == opt.state().end()) continue;
       if (auto* s = dynamic_cast<torch::optim::AdamWParamState*>(it->second.get()))
@@ -147,9 +158,9 @@ void load_optimizer_tensors(torch::optim::Optimizer& opt, const TensorMap& tenso
       if (tensors.at(key + ".exp_avg").sizes() != p.sizes())
         fail("optimizer state '", key, "' does not match parameter shape ", p.sizes());
       if (adamw)
-        opt.state()[p.unsafeGetTensorImpl()] = load_moments<torch::optim::AdamWParamState>(tensors, key);
+        opt.state()[state_key(p)] = load_moments<torch::optim::AdamWParamState>(tensors, key);
       else
-        opt.state()[p.unsafeGetTensorImpl()] = load_moments<torch::optim::AdamParamState>(tensors, key);
+        opt.state()[state_key(p)] = load_moments<torch::optim::AdamParamState>(tensors, key);
     }
   }
 }
