@@ -207,7 +207,7 @@ TEST_CASE("train_base: SIGKILL, then --resume, ends with the uninterrupted weigh
   json j = {{"kind", "train_base"}, {"model", "DiT-T/4"},
             {"hidden_size", 32},    {"depth", 2},
             {"num_heads", 2},       {"image_size", 16},
-            {"steps", 60},          {"batch", 4},
+            {"steps", 200},         {"batch", 4},
             {"warmup", 5},          {"checkpoint_every", 3},
             {"val_every", 1000},    {"sample_every", 1000},
             {"sample_steps", 2},    {"classes", {"circle", "square"}}};
