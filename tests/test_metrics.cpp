@@ -2,6 +2,7 @@
 
 #include "core/metrics.h"
 #include "core/rng.h"
+#include "core/shapes.h"
 
 using namespace atelier;
 
@@ -23,4 +24,22 @@ TEST_CASE("sharpness is zero for flat images and grows with detail", "[metrics]"
   CHECK(sharpness(checker) > 1000);
   CHECK(sharpness(torch::nn::functional::avg_pool2d(
             checker, torch::nn::functional::AvgPool2dFuncOptions(3).stride(1).padding(1))) < sharpness(checker));
+}
+
+TEST_CASE("the shipped Shapes probe recognises real test-split images, noisy ones too", "[metrics][assets]") {
+  ProbeNet probe = load_probe(std::string(ATELIER_SOURCE_DIR) + "/assets/models/probe.safetensors");
+  shapes::Spec base;
+  base.styles = {0, 1, 2, 3, 4};
+  base.min_scale = 0.45f;
+  auto b = shapes::make_batch(base, 2, 0, 256);
+  CHECK(probe_accuracy(probe, b.images, b.labels) >= 0.95);
+  Rng rng(1);
+  CHECK(probe_accuracy(probe, b.images + 0.1 * rng.randn(b.images.sizes()), b.labels) >= 0.93);
+  shapes::Spec glyphs = base;
+  glyphs.glyphs = {0, 1, 2, 3, 4};
+  auto g = shapes::make_batch(glyphs, 2, 0, 128);
+  CHECK(probe_accuracy(probe, g.images, g.labels + 8) >= 0.95);
+  // Features separate classes: FD between two halves of one class set is far below FD to glyphs.
+  auto same = fd_shapes(probe, b.images.slice(0, 0, 128), b.images.slice(0, 128, 256));
+  CHECK(same < fd_shapes(probe, b.images.slice(0, 0, 128), g.images));
 }
