@@ -91,7 +91,7 @@ int inspect(const std::string& file, bool as_json) {
     out["height"] = img.height;
     out["channels"] = img.channels;
     if (format == FileFormat::Png) out["text"] = read_png_text(file);
-    std::cout << (as_json ? out.dump(2) : out.dump(2)) << "\n";
+    std::cout << out.dump(2) << "\n";  // images: the same JSON either way
     return 0;
   }
   if (format == FileFormat::Unknown) fail(file, ": not a safetensors file, torch checkpoint or image");
@@ -142,13 +142,12 @@ int convert(const std::string& in, const std::string& out, const std::string& se
     if (prefix.empty() || name.rfind(prefix, 0) == 0) tensors[name.substr(prefix.size())] = t;
   if (tensors.empty()) fail(in, ": no tensors under '", select, "'");
   if (!dtype.empty()) {
-    torch::ScalarType target = dtype == "f32"    ? torch::kFloat
-                               : dtype == "f16"  ? torch::kHalf
-                               : dtype == "bf16" ? torch::kBFloat16
-                                                 : torch::kByte;
-    if (target == torch::kByte) fail("--dtype: '", dtype, "' is not one of f32, f16, bf16");
+    static const std::map<std::string, torch::ScalarType> kDTypes = {
+        {"f32", torch::kFloat}, {"f16", torch::kHalf}, {"bf16", torch::kBFloat16}};
+    auto it = kDTypes.find(dtype);
+    if (it == kDTypes.end()) fail("--dtype: '", dtype, "' is not one of f32, f16, bf16");
     for (auto& [_, t] : tensors)
-      if (t.is_floating_point()) t = t.to(target);
+      if (t.is_floating_point()) t = t.to(it->second);
   }
   Metadata meta;
   for (const auto& [k, v] : tf.metadata)
