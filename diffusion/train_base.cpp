@@ -134,6 +134,13 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
     ctx.report.progress("val", step, c.steps, {{"val_loss", total / 256}});
   };
 
+  // The EMA weights as a model file (also written at every preview, so `sample` can judge a run midway).
+  const DiTModelInfo info{dc, c.schedule, c.prediction, objective.num_timesteps(), class_names(spec), to_json(c.data)};
+  auto write_model = [&] {
+    save_dit_model(ctx.path(c.output), ema, info, to_json(c));
+    ctx.report.artifact("model", ctx.path(c.output));
+  };
+
   // Preview: 4 EMA samples per class with fixed noise, as a labelled grid.
   auto preview = [&](std::int64_t step) {
     SamplerSettings s;
@@ -142,7 +149,6 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
     std::vector<std::int64_t> labels;
     for (int k = 0; k < spec.num_labels(); ++k) labels.insert(labels.end(), 4, k);
     Rng preview_rng(static_cast<std::uint64_t>(c.seed) + 3);
-    DiTModelInfo info{dc, c.schedule, c.prediction, objective.num_timesteps(), class_names(spec), {}};
     auto images = generate(ema, info, torch::tensor(labels), s, preview_rng).clamp(-1, 1);
     GridOptions grid;
     grid.columns = 4;
@@ -151,6 +157,7 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
     grid.title = "step " + std::to_string(step);
     save_png(ctx.path("preview.png"), make_grid(images, grid), {{"atelier.step", std::to_string(step)}});
     ctx.report.artifact("preview", ctx.path("preview.png"));
+    if (step < c.steps) write_model();
   };
 
   model->train();
@@ -181,9 +188,7 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
     if (done % c.sample_every == 0 || done == c.steps) preview(done);
   }
 
-  DiTModelInfo info{dc, c.schedule, c.prediction, objective.num_timesteps(), class_names(spec), to_json(c.data)};
-  save_dit_model(ctx.path(c.output), ema, info, to_json(c));
-  ctx.report.artifact("model", ctx.path(c.output));
+  write_model();
 }
 
 }  // namespace atelier
