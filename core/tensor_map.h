@@ -5,6 +5,8 @@
 
 #include <map>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace atelier {
 
@@ -15,5 +17,10 @@ struct TensorFile {
   TensorMap tensors;
   Metadata metadata;
 };
+
+// The tensors whose names start with `prefix` (e.g. "ema."), renamed without it; empty if none.
+TensorMap tensors_under(const TensorMap& tensors, std::string_view prefix);
+// "blocks.3.attn.qkv" -> {"blocks", "3", "attn", "qkv"} (views into `key`).
+std::vector<std::string_view> split_key(std::string_view key);
 
 }  // namespace atelier

@@ -57,20 +57,6 @@ constexpr DiTKeyRule kDiffusersRules[] = {
     {"proj_out_2", "final_layer.linear"},
 };
 
-bool starts_with(std::string_view s, std::string_view prefix) {
-  return s.substr(0, prefix.size()) == prefix;
-}
-
-std::vector<std::string_view> split(std::string_view s) {
-  std::vector<std::string_view> out;
-  for (std::size_t start = 0;;) {
-    auto dot = s.find('.', start);
-    out.push_back(s.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start));
-    if (dot == std::string_view::npos) return out;
-    start = dot + 1;
-  }
-}
-
 bool is_number(std::string_view s) {
   return !s.empty() &&
          std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
@@ -82,7 +68,7 @@ struct Match {
 };
 
 Match apply_rule(const DiTKeyRule& rule, const std::string& key) {
-  const auto pattern = split(rule.diffusers), parts = split(key);
+  const auto pattern = split_key(rule.diffusers), parts = split_key(key);
   if (parts.size() < pattern.size()) return {};
   Match m;
   for (std::size_t s = 0; s < pattern.size(); ++s) {
@@ -93,7 +79,7 @@ Match apply_rule(const DiTKeyRule& rule, const std::string& key) {
       return {};
     }
   }
-  for (auto seg : split(rule.official)) {
+  for (auto seg : split_key(rule.official)) {
     if (!m.name.empty()) m.name += '.';
     m.name.append(seg == "{n}" ? std::string_view(m.block) : seg);
   }
@@ -178,13 +164,6 @@ const torch::Tensor& require(const TensorMap& w, const std::string& key, std::in
   return it->second;
 }
 
-TensorMap under_prefix(const TensorMap& in, const std::string& prefix) {
-  TensorMap out;
-  for (const auto& [k, v] : in)
-    if (starts_with(k, prefix)) out.emplace(k.substr(prefix.size()), v);
-  return out;
-}
-
 // sample_size and num_attention_heads of a diffusers DiT config.json next to the weights, if any.
 void read_diffusers_config(const std::filesystem::path& weights, DiTConfig& c, bool heads, bool size) {
   const auto path = weights.parent_path() / "config.json";
@@ -216,7 +195,7 @@ const char* dialect_name(DiTKeyDialect d) {
 
 DiTKeyDialect detect_dit_dialect(const TensorMap& tensors) {
   for (const auto& [k, _] : tensors)
-    if (starts_with(k, "transformer_blocks.") || starts_with(k, "pos_embed.proj.") || starts_with(k, "proj_out_"))
+    if (k.starts_with("transformer_blocks.") || k.starts_with("pos_embed.proj.") || k.starts_with("proj_out_"))
       return DiTKeyDialect::Diffusers;
   return DiTKeyDialect::Official;
 }
@@ -246,7 +225,7 @@ DiTConfig detect_dit_config(const TensorMap& w, const DiTConfig& base) {
   require(w, "blocks.0.attn.qkv.weight", 2);
   c.depth = 0;  // 1 + the largest N of blocks.N.*, so a block's missing tensor is reported as missing
   for (const auto& [k, _] : w) {
-    const auto parts = split(k);
+    const auto parts = split_key(k);
     if (parts.size() > 2 && parts[0] == "blocks" && is_number(parts[1]) && parts[1].size() < 6)
       c.depth = std::max<std::int64_t>(c.depth, std::stoll(std::string(parts[1])) + 1);
   }
@@ -282,13 +261,12 @@ DiT load_dit(const std::filesystem::path& file, const DiTLoadOptions& options, D
   const TensorFile f = load_tensor_file(file);
   DiTFileInfo i;
   for (const std::string prefix : {"ema.", "model."}) {
-    if (std::any_of(f.tensors.begin(), f.tensors.end(),
-                    [&](const auto& kv) { return starts_with(kv.first, prefix); })) {
+    if (std::any_of(f.tensors.begin(), f.tensors.end(), [&](const auto& kv) { return kv.first.starts_with(prefix); })) {
       i.prefix = prefix;
       break;
     }
   }
-  const TensorMap source = i.prefix.empty() ? f.tensors : under_prefix(f.tensors, i.prefix);
+  const TensorMap source = i.prefix.empty() ? f.tensors : tensors_under(f.tensors, i.prefix);
   i.dialect = detect_dit_dialect(source);
   Translated t;
   if (i.dialect == DiTKeyDialect::Diffusers)

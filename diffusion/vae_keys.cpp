@@ -51,16 +51,6 @@ constexpr KeyRule kDiffusersOldRules[] = {
     {"*.mid_block.attentions.0.proj_attn", "*.mid_block.attentions.0.to_out.0"},
 };
 
-std::vector<std::string_view> split(std::string_view s) {
-  std::vector<std::string_view> out;
-  for (std::size_t start = 0;;) {
-    auto dot = s.find('.', start);
-    out.push_back(s.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start));
-    if (dot == std::string_view::npos) return out;
-    start = dot + 1;
-  }
-}
-
 // A block/layer index segment ("0", "12"); nullopt for anything else, including overflowing numbers.
 std::optional<std::int64_t> index_of(std::string_view s) {
   std::int64_t v = 0;
@@ -71,8 +61,8 @@ std::optional<std::int64_t> index_of(std::string_view s) {
 
 // The renamed key if `rule` matches a prefix of `key`, else empty. `up_blocks` resolves "{r}".
 std::string apply_rule(const KeyRule& rule, const std::string& key, std::int64_t up_blocks) {
-  auto pattern = split(rule.from);
-  auto parts = split(key);
+  auto pattern = split_key(rule.from);
+  auto parts = split_key(key);
   if (parts.size() < pattern.size()) return {};
   std::map<std::string_view, std::string> bound;
   for (std::size_t s = 0; s < pattern.size(); ++s) {
@@ -97,23 +87,11 @@ std::string apply_rule(const KeyRule& rule, const std::string& key, std::int64_t
     if (!out.empty()) out += '.';
     out += seg;
   };
-  for (auto seg : split(rule.to)) {
+  for (auto seg : split_key(rule.to)) {
     auto it = bound.find(seg);
     append(it != bound.end() ? std::string_view(it->second) : seg);
   }
   for (std::size_t s = pattern.size(); s < parts.size(); ++s) append(parts[s]);
-  return out;
-}
-
-bool starts_with(std::string_view s, std::string_view prefix) {
-  return s.substr(0, prefix.size()) == prefix;
-}
-
-// The tensors under `prefix`, stripped of it; empty if no key has it.
-TensorMap under_prefix(const TensorMap& in, std::string_view prefix) {
-  TensorMap out;
-  for (const auto& [k, v] : in)
-    if (starts_with(k, prefix)) out.emplace(k.substr(prefix.size()), v);
   return out;
 }
 
@@ -124,10 +102,10 @@ struct VAEPart {
   std::string prefix;
 };
 VAEPart vae_part(const TensorMap& file) {
-  VAEPart part{under_prefix(file, "state_dict."), "state_dict."};
+  VAEPart part{tensors_under(file, "state_dict."), "state_dict."};
   if (part.tensors.empty()) part = {file, ""};
   for (std::string_view prefix : {"first_stage_model.", "vae."}) {
-    TensorMap vae = under_prefix(part.tensors, prefix);
+    TensorMap vae = tensors_under(part.tensors, prefix);
     if (!vae.empty()) return {std::move(vae), part.prefix + std::string(prefix)};
   }
   return part;
@@ -135,7 +113,7 @@ VAEPart vae_part(const TensorMap& file) {
 
 VAEKeyDialect detect_dialect(const TensorMap& tensors) {
   for (const auto& [k, _] : tensors)
-    if (starts_with(k, "encoder.down.") || starts_with(k, "decoder.up.") || k.find(".mid.attn_1.") != std::string::npos)
+    if (k.starts_with("encoder.down.") || k.starts_with("decoder.up.") || k.find(".mid.attn_1.") != std::string::npos)
       return VAEKeyDialect::LDM;
   for (const auto& [k, _] : tensors)
     if (k.find(".attentions.0.query.") != std::string::npos || k.find(".proj_attn.") != std::string::npos)
@@ -146,7 +124,7 @@ VAEKeyDialect detect_dialect(const TensorMap& tensors) {
 std::int64_t count_ldm_up_blocks(const TensorMap& tensors) {
   std::int64_t n = 0;
   for (const auto& [k, _] : tensors) {
-    auto parts = split(k);
+    auto parts = split_key(k);
     if (parts.size() > 2 && parts[0] == "decoder" && parts[1] == "up" && index_of(parts[2]))
       n = std::max(n, *index_of(parts[2]) + 1);
   }
@@ -171,7 +149,7 @@ Translated translate(const TensorMap& file) {
   const auto up_blocks = count_ldm_up_blocks(source);
 
   for (const auto& [key, value] : source) {
-    if (out.dialect == VAEKeyDialect::LDM && starts_with(key, "loss.")) continue;  // training loss, not the VAE
+    if (out.dialect == VAEKeyDialect::LDM && key.starts_with("loss.")) continue;  // training loss, not the VAE
     std::string name = key;
     torch::Tensor t = value;
     for (const auto& rule : rules) {

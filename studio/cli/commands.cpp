@@ -136,10 +136,8 @@ int verify(const std::string& model, const std::string& reference, double tolera
 
 int convert(const std::string& in, const std::string& out, const std::string& select, const std::string& dtype) {
   TensorFile tf = load_tensor_file(in);
-  TensorMap tensors;
   std::string prefix = select.empty() ? "" : select + ".";
-  for (auto& [name, t] : tf.tensors)
-    if (prefix.empty() || name.rfind(prefix, 0) == 0) tensors[name.substr(prefix.size())] = t;
+  TensorMap tensors = tensors_under(tf.tensors, prefix);
   if (tensors.empty()) fail(in, ": no tensors under '", select, "'");
   if (!dtype.empty()) {
     static const std::map<std::string, torch::ScalarType> kDTypes = {
