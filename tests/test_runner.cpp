@@ -168,50 +168,12 @@ TEST_CASE("a cancelled job resumes to the same weights as an uninterrupted run",
   CHECK(no_temp_files(dir.path()));
 }
 
-TEST_CASE("SIGKILL during training, then --resume, ends with the uninterrupted weights", "[runner][resume][cli]") {
+// Runs `job` once uninterrupted and once SIGKILLed as soon as `checkpoint` exists, then resumes the
+// killed run: its `output` must equal the uninterrupted run's bit for bit.
+static void check_kill_and_resume(const json& job_doc, const std::string& checkpoint, const std::string& output) {
   test::TempDir dir;
   std::string job = (dir / "job.json").string();
-  json j = tiny_probe_job();
-  j["steps"] = 120;
-  write_file_atomic(job, j.dump());
-  auto full = test::run_cli("run -q " + job + " --run-dir " + (dir / "full").string());
-  REQUIRE(full.exit_code == 0);
-
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    std::string run_dir = (dir / "killed").string();
-    ::execl(ATELIER_CLI, ATELIER_CLI, "run", "-q", job.c_str(), "--run-dir", run_dir.c_str(), nullptr);
-    ::_exit(127);
-  }
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!fs::exists(dir / "killed/checkpoints/step_00000004.safetensors") &&
-         std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  ::kill(pid, SIGKILL);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  REQUIRE(WIFSIGNALED(status));
-  REQUIRE_FALSE(fs::exists(dir / "killed/probe.safetensors"));
-
-  auto resumed = test::run_cli("run -q " + job + " --run-dir " + (dir / "killed").string() + " --resume");
-  INFO(resumed.output);
-  REQUIRE(resumed.exit_code == 0);
-  auto a = safetensors::load(dir / "full/probe.safetensors").tensors;
-  auto b = safetensors::load(dir / "killed/probe.safetensors").tensors;
-  for (const auto& [name, t] : a) CHECK(torch::equal(t, b.at(name)));
-}
-
-TEST_CASE("train_base: SIGKILL, then --resume, ends with the uninterrupted weights", "[runner][resume][cli]") {
-  test::TempDir dir;
-  std::string job = (dir / "job.json").string();
-  json j = {{"kind", "train_base"}, {"model", "DiT-T/4"},
-            {"hidden_size", 32},    {"depth", 2},
-            {"num_heads", 2},       {"image_size", 16},
-            {"steps", 200},         {"batch", 4},
-            {"warmup", 5},          {"checkpoint_every", 3},
-            {"val_every", 1000},    {"sample_every", 1000},
-            {"sample_steps", 2},    {"classes", {"circle", "square"}}};
-  write_file_atomic(job, j.dump());
+  write_file_atomic(job, job_doc.dump());
   auto full = test::run_cli("run -q " + job + " --run-dir " + (dir / "full").string());
   INFO(full.output);
   REQUIRE(full.exit_code == 0);
@@ -223,20 +185,36 @@ TEST_CASE("train_base: SIGKILL, then --resume, ends with the uninterrupted weigh
     ::_exit(127);
   }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!fs::exists(dir / "killed/checkpoints/step_00000006.safetensors") &&
-         std::chrono::steady_clock::now() < deadline)
+  while (!fs::exists(dir / "killed/checkpoints" / checkpoint) && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   ::kill(pid, SIGKILL);
   int status = 0;
   ::waitpid(pid, &status, 0);
   REQUIRE(WIFSIGNALED(status));
-  REQUIRE_FALSE(fs::exists(dir / "killed/model.safetensors"));
+  REQUIRE_FALSE(fs::exists(dir / "killed" / output));
 
   auto resumed = test::run_cli("run -q " + job + " --run-dir " + (dir / "killed").string() + " --resume");
   INFO(resumed.output);
   REQUIRE(resumed.exit_code == 0);
-  auto a = safetensors::load(dir / "full/model.safetensors").tensors;
-  auto b = safetensors::load(dir / "killed/model.safetensors").tensors;
+  auto a = safetensors::load(dir / "full" / output).tensors;
+  auto b = safetensors::load(dir / "killed" / output).tensors;
   REQUIRE(a.size() == b.size());
   for (const auto& [name, t] : a) CHECK(torch::equal(t, b.at(name)));
+}
+
+TEST_CASE("SIGKILL during training, then --resume, ends with the uninterrupted weights", "[runner][resume][cli]") {
+  json j = tiny_probe_job();
+  j["steps"] = 120;
+  check_kill_and_resume(j, "step_00000004.safetensors", "probe.safetensors");
+}
+
+TEST_CASE("train_base: SIGKILL, then --resume, ends with the uninterrupted weights", "[runner][resume][cli]") {
+  json j = {{"kind", "train_base"}, {"model", "DiT-T/4"},
+            {"hidden_size", 32},    {"depth", 2},
+            {"num_heads", 2},       {"image_size", 16},
+            {"steps", 200},         {"batch", 4},
+            {"warmup", 5},          {"checkpoint_every", 3},
+            {"val_every", 1000},    {"sample_every", 1000},
+            {"sample_steps", 2},    {"classes", {"circle", "square"}}};
+  check_kill_and_resume(j, "step_00000006.safetensors", "model.safetensors");
 }
