@@ -1,7 +1,14 @@
 // Process-wide LibTorch settings. LibTorch starts with one intra-op thread on some VMs: every entry
 // point calls configure_threads() (0 = all cores).
 #pragma once
+#include <c10/core/Device.h>
+
+#include <string>
 
 namespace atelier {
 int configure_threads(int threads = 0);  // returns the thread count in use
-}
+
+// The device a job runs on: "auto" (the first CUDA device when this build and machine have one, else
+// the CPU), "cpu", "cuda" or "cuda:N". Error naming `field` when CUDA is asked for and unavailable.
+c10::Device select_device(const std::string& name, const std::string& field = "device");
+}  // namespace atelier

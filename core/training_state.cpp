@@ -119,12 +119,14 @@ void save_moments(const State& s, TensorMap& out, const std::string& key) {
 }
 
 template <class State>
-std::unique_ptr<State> load_moments(const TensorMap& t, const std::string& key) {
+std::unique_ptr<State> load_moments(const TensorMap& t, const std::string& key, const torch::Tensor& param) {
+  // Moments live where the parameter lives (a CPU checkpoint resumes on a GPU and back).
+  auto moment = [&](const std::string& name) { return t.at(key + name).to(param.options(), false, true); };
   auto s = std::make_unique<State>();
   s->step(t.at(key + ".step").template item<std::int64_t>());
-  s->exp_avg(t.at(key + ".exp_avg").clone());
-  s->exp_avg_sq(t.at(key + ".exp_avg_sq").clone());
-  if (t.count(key + ".max_exp_avg_sq")) s->max_exp_avg_sq(t.at(key + ".max_exp_avg_sq").clone());
+  s->exp_avg(moment(".exp_avg"));
+  s->exp_avg_sq(moment(".exp_avg_sq"));
+  if (t.count(key + ".max_exp_avg_sq")) s->max_exp_avg_sq(moment(".max_exp_avg_sq"));
   return s;
 }
 }  // namespace
@@ -158,9 +160,9 @@ void load_optimizer_tensors(torch::optim::Optimizer& opt, const TensorMap& tenso
       if (tensors.at(key + ".exp_avg").sizes() != p.sizes())
         fail("optimizer state '", key, "' does not match parameter shape ", p.sizes());
       if (adamw)
-        opt.state()[state_key(p)] = load_moments<torch::optim::AdamWParamState>(tensors, key);
+        opt.state()[state_key(p)] = load_moments<torch::optim::AdamWParamState>(tensors, key, p);
       else
-        opt.state()[state_key(p)] = load_moments<torch::optim::AdamParamState>(tensors, key);
+        opt.state()[state_key(p)] = load_moments<torch::optim::AdamParamState>(tensors, key, p);
     }
   }
 }

@@ -5,7 +5,12 @@
 #include "core/atomic_file.h"
 #include "core/image.h"
 #include "core/metrics.h"
+#include "core/runtime.h"
+#include "core/safetensors.h"
 #include "core/shapes.h"
+#include "core/tensor_io.h"
+#include "diffusion/dit_keys.h"
+#include "diffusion/vae.h"
 
 namespace atelier {
 
@@ -39,7 +44,8 @@ torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor
   };
   auto spacing = [&](Spacing fallback) { return s.spacing == "auto" ? fallback : spacing_by_name(s.spacing); };
   const auto T = schedule.size();
-  auto x = rng.randn({n, dc.in_channels, dc.input_size, dc.input_size});
+  // Noise is drawn on the CPU generator and moved, so a seed gives the same images on every device.
+  auto x = rng.randn({n, dc.in_channels, dc.input_size, dc.input_size}, labels.options().dtype(torch::kFloat));
   if (s.sampler == "ddpm") {
     DDPMOptions o;
     o.prediction = prediction;
@@ -71,9 +77,53 @@ torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor
   fail("sampler '", s.sampler, "' is not one of: ddpm, ddim, euler, euler_a, dpmpp_2m, lcm");
 }
 
+DiT load_generator_model(const std::filesystem::path& path, DiTModelInfo* info) {
+  if (detect_format(path) == FileFormat::Safetensors) {
+    const safetensors::Reader reader(path);
+    const auto& meta = reader.header().metadata;
+    if (meta.count("dit.config") != 0 && meta.count("classes") != 0) return load_dit_model(path, info);
+  }
+  DiTFileInfo file;
+  DiT model = load_dit(path, {}, &file);
+  DiTModelInfo i;
+  i.dit = file.config;
+  for (std::int64_t k = 0; k < i.dit.num_classes; ++k) i.class_names.push_back(std::to_string(k));
+  if (info != nullptr) *info = std::move(i);
+  return model;
+}
+
+namespace {
+// Decodes latents one image at a time (an SD VAE decoder at 256x256 holds ~1 GB of activations).
+torch::Tensor decode_latents(AutoencoderKL& vae, const torch::Tensor& z, JobContext& ctx) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> out;
+  for (std::int64_t i = 0; i < z.size(0); ++i) {
+    ctx.check_cancel();
+    out.push_back(vae->from_latent(z.narrow(0, i, 1)).cpu());
+    ctx.report.progress("decode", i + 1, z.size(0));
+  }
+  return torch::cat(out);
+}
+}  // namespace
+
 void sample_job(const SampleConfig& c, JobContext& ctx) {
+  const torch::Device device = select_device(c.device);
   DiTModelInfo info;
-  DiT model = load_dit_model(c.model, &info);
+  DiT model = with_context([&] { return load_generator_model(c.model, &info); }, "field 'model'");
+  const auto& dc = model->config();
+  AutoencoderKL vae{nullptr};
+  if (!c.vae.empty()) {
+    vae = with_context([&] { return load_vae(c.vae); }, "field 'vae'");
+    if (vae->config().latent_channels != dc.in_channels)
+      fail("field 'vae': ", c.vae, " has ", vae->config().latent_channels, " latent channels but the model works on ",
+           dc.in_channels, "-channel inputs");
+    vae->eval();
+    vae->to(device);
+  } else if (dc.in_channels != 3) {
+    fail("field 'vae': ", c.model, " generates ", dc.in_channels,
+         "-channel latents; give the VAE that decodes them (for the official DiT: sd-vae-ft-mse or sd-vae-ft-ema)");
+  }
+  model->to(device);
   std::vector<std::string> names = c.classes.empty() ? info.class_names : c.classes;
   std::vector<std::int64_t> labels;
   for (const auto& name : names) {
@@ -81,25 +131,30 @@ void sample_job(const SampleConfig& c, JobContext& ctx) {
     if (it == info.class_names.end()) fail("field 'classes': the model has no class '", name, "'");
     for (std::int64_t k = 0; k < c.per_class; ++k) labels.push_back(it - info.class_names.begin());
   }
-  auto y = torch::tensor(labels, torch::kLong);
+  auto y = torch::tensor(labels, torch::kLong).to(device);
   Rng rng(static_cast<std::uint64_t>(c.seed));
-  auto images =
+  auto samples =
       generate(model, info, y, c.sampler, rng, [&](std::int64_t step, std::int64_t steps, const auto&, const auto&) {
         ctx.check_cancel();
         ctx.report.progress("sample", step + 1, steps);
       });
-  images = images.clamp(-1, 1);
+  auto images = (vae ? decode_latents(vae, samples, ctx) : samples.cpu()).clamp(-1, 1);
+  const int image_size = static_cast<int>(images.size(-1));
 
   GridOptions grid;
   grid.columns = static_cast<int>(c.per_class);
   grid.row_labels = names;
-  grid.scale = std::max<int>(1, 64 / static_cast<int>(model->config().input_size));
+  grid.scale = std::max<int>(1, 64 / image_size);
   grid.title = c.sampler.sampler + " " + std::to_string(c.sampler.steps) + " steps, cfg " +
                json(c.sampler.cfg_scale).dump() + ", seed " + std::to_string(c.seed);
   save_png(ctx.path(c.output), make_grid(images, grid), {{"atelier.config", to_json(c).dump()}});
   ctx.report.artifact("samples", ctx.path(c.output));
 
   if (c.probe.empty()) return;
+  if (!info.data.is_object()) {
+    ctx.report.info("no Shapes metrics: the model was not trained on the Shapes world");
+    return;
+  }
   if (!std::filesystem::exists(c.probe))
     fail("field 'probe': ", c.probe, " does not exist (set \"probe\": \"\" to skip metrics)");
   ProbeNet probe = load_probe(c.probe);
@@ -107,8 +162,7 @@ void sample_job(const SampleConfig& c, JobContext& ctx) {
   for (const auto& name : names)
     for (std::int64_t k = 0; k < c.per_class; ++k) probe_labels.push_back(probe_label_of(name));
   ShapesData data = from_json<ShapesData>(info.data);
-  auto reference =
-      shapes::make_batch(data.spec(static_cast<int>(model->config().input_size)), 2, 0, c.reference_samples);
+  auto reference = shapes::make_batch(data.spec(image_size), 2, 0, c.reference_samples);
   std::map<std::string, double> m = {
       {"probe_accuracy", probe_accuracy(probe, images, torch::tensor(probe_labels, torch::kLong))},
       {"fd_shapes", fd_shapes(probe, images, reference.images)},

@@ -1,6 +1,7 @@
 // Class-conditional generation with a DiT: the sampler choice, classifier-free guidance folded into
 // the denoiser callback, and the `sample` job (labelled grid + metrics).
 #pragma once
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -36,11 +37,18 @@ struct SamplerSettings {
 torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor& labels, const SamplerSettings& s,
                        Rng& rng, const StepObserver& observe = {});
 
+// A DiT to sample from: an Atelier model file (written by train_base and the adapter jobs), or any DiT
+// checkpoint load_dit reads (the official .pt files, diffusers weights), which runs as the official code
+// does: linear schedule, eps prediction, 1000 timesteps, classes named by index ("0" ... "999").
+// Returns the model on the CPU in eval mode.
+DiT load_generator_model(const std::filesystem::path& path, DiTModelInfo* info);
+
 // Probe label (0-7 shapes, 8-12 glyphs) of a Shapes class or glyph name.
 std::int64_t probe_label_of(const std::string& name);
 
 struct SampleConfig {
   std::string model = "assets/models/dit_shapes.safetensors";
+  std::string vae;  // decodes latent models (e.g. diffusers sd-vae-ft-mse) into images
   std::vector<std::string> classes;
   std::int64_t per_class = 8;
   SamplerSettings sampler;
@@ -48,10 +56,12 @@ struct SampleConfig {
   std::string probe = "assets/models/probe.safetensors";
   std::int64_t reference_samples = 512;
   std::string output = "samples.png";
+  std::string device = "auto";
 
   template <class V>
   void fields(V& v) {
-    v("model", model, "DiT model file (written by train_base, or converted)");
+    v("model", model, "DiT model file: Atelier's, an official DiT .pt, or diffusers weights");
+    v("vae", vae, "VAE that decodes a latent model's samples (AutoencoderKL: diffusers, old or LDM names)");
     v("classes", classes, "class names to draw (empty: every class of the model)");
     v("per_class", per_class, "images per class (one grid row per class)", Range{1, 4096});
     sampler.fields(v);
@@ -59,6 +69,7 @@ struct SampleConfig {
     v("probe", probe, "Shapes probe for metrics (empty: no metrics)");
     v("reference_samples", reference_samples, "real test-split images for FD-shapes", Range{16, 1e6});
     v("output", output, "grid file written in the run folder");
+    v("device", device, "auto (CUDA when present), cpu, cuda or cuda:N");
   }
 };
 void sample_job(const SampleConfig& config, JobContext& ctx);

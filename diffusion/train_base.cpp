@@ -5,6 +5,7 @@
 #include "core/atomic_file.h"
 #include "core/image.h"
 #include "core/rng.h"
+#include "core/runtime.h"
 #include "core/safetensors.h"
 #include "core/training_state.h"
 #include "diffusion/generate.h"
@@ -94,9 +95,13 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
   const shapes::Spec spec = c.data.spec(static_cast<int>(c.image_size));
   const DiTConfig dc = build_config(c, spec);
   torch::manual_seed(static_cast<std::uint64_t>(c.seed));
+  const torch::Device device = select_device(c.device);
   DiT model(dc);
   DiT ema(dc);
   load_module_tensors(*ema, module_tensors(*model), "", "ema");
+  model->to(device);
+  ema->to(device);
+  const auto on_device = torch::TensorOptions().device(device);
   for (auto& p : ema->parameters()) p.set_requires_grad(false);
   std::vector<torch::Tensor> params;
   for (auto& p : model->parameters())
@@ -120,15 +125,16 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
   // Fixed validation set: images, timesteps and noise drawn once from their own generator.
   Rng val_rng(static_cast<std::uint64_t>(c.seed) + 2);
   const auto val = shapes::make_batch(spec, 1, 0, 256);
-  const auto val_t = val_rng.randint(objective.num_timesteps(), {256});
-  const auto val_noise = val_rng.randn(val.images.sizes());
+  const auto val_images = val.images.to(device), val_labels = val.labels.to(device);
+  const auto val_t = val_rng.randint(objective.num_timesteps(), {256}, on_device);
+  const auto val_noise = val_rng.randn(val.images.sizes(), on_device);
   auto validate = [&](std::int64_t step) {
     torch::NoGradGuard no_grad;
     ema->eval();
     double total = 0;
     for (std::int64_t i = 0; i < 256; i += 64) {
-      auto x0 = val.images.slice(0, i, i + 64), t = val_t.slice(0, i, i + 64), n = val_noise.slice(0, i, i + 64);
-      auto out = ema->forward(objective.q_sample(x0, t, n), t, val.labels.slice(0, i, i + 64));
+      auto x0 = val_images.slice(0, i, i + 64), t = val_t.slice(0, i, i + 64), n = val_noise.slice(0, i, i + 64);
+      auto out = ema->forward(objective.q_sample(x0, t, n), t, val_labels.slice(0, i, i + 64));
       total += objective.losses(out, x0, t, n).mse.sum().item<double>();
     }
     ctx.report.progress("val", step, c.steps, {{"val_loss", total / 256}});
@@ -149,7 +155,7 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
     std::vector<std::int64_t> labels;
     for (int k = 0; k < spec.num_labels(); ++k) labels.insert(labels.end(), 4, k);
     Rng preview_rng(static_cast<std::uint64_t>(c.seed) + 3);
-    auto images = generate(ema, info, torch::tensor(labels), s, preview_rng).clamp(-1, 1);
+    auto images = generate(ema, info, torch::tensor(labels).to(device), s, preview_rng).clamp(-1, 1).cpu();
     GridOptions grid;
     grid.columns = 4;
     grid.row_labels = info.class_names;
@@ -169,11 +175,12 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
     const double lr = c.warmup > 0 && step < c.warmup ? c.lr * (step + 1) / c.warmup : c.lr;
     for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     auto batch = shapes::make_batch(spec, 0, step * c.batch, c.batch);
-    auto t = rng.randint(objective.num_timesteps(), {c.batch});
-    auto noise = rng.randn(batch.images.sizes());
-    auto y = model->drop_labels(batch.labels, rng.rand({c.batch}));
-    auto out = model->forward(objective.q_sample(batch.images, t, noise), t, y);
-    auto terms = objective.losses(out, batch.images, t, noise);
+    auto x0 = batch.images.to(device);
+    auto t = rng.randint(objective.num_timesteps(), {c.batch}, on_device);
+    auto noise = rng.randn(batch.images.sizes(), on_device);
+    auto y = model->drop_labels(batch.labels.to(device), rng.rand({c.batch}, on_device));
+    auto out = model->forward(objective.q_sample(x0, t, noise), t, y);
+    auto terms = objective.losses(out, x0, t, noise);
     auto loss = terms.loss.mean();
     opt.zero_grad();
     loss.backward();

@@ -61,6 +61,7 @@ struct TrainBaseConfig {
   std::int64_t sample_steps = 50;
   double cfg_scale = 4.0;
   std::string output = "model.safetensors";
+  std::string device = "auto";
 
   template <class V>
   void fields(V& v) {
@@ -88,6 +89,7 @@ struct TrainBaseConfig {
     v("sample_steps", sample_steps, "DDIM steps of the previews", Range{1, 1000});
     v("cfg_scale", cfg_scale, "guidance scale of the previews", Range{0, 100});
     v("output", output, "model file written in the run folder");
+    v("device", device, "auto (CUDA when present), cpu, cuda or cuda:N; a run resumes on any device");
   }
 };
 

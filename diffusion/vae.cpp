@@ -8,6 +8,7 @@
 
 #include <cmath>
 
+#include "core/config.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/tensor_io.h"
@@ -221,9 +222,28 @@ torch::Tensor AutoencoderKLImpl::from_latent(const torch::Tensor& z) {
   return decode(z / config_.scaling_factor + config_.shift_factor);
 }
 
+namespace {
+// What weight shapes cannot tell: from Atelier's "vae.config" metadata, else from a diffusers
+// config.json beside the weights (scaling_factor, shift_factor, norm_num_groups), else `base`.
+VAEConfig unshaped_settings(const std::filesystem::path& path, const TensorFile& file, VAEConfig c) {
+  if (auto it = file.metadata.find("vae.config"); it != file.metadata.end())
+    return with_context([&] { return from_json<VAEConfig>(json::parse(it->second)); }, path.string(), ": vae.config");
+  const auto config_path = path.parent_path() / "config.json";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(config_path, ec)) return c;
+  const json j = load_json_file(config_path);
+  if (!j.is_object() || j.value("_class_name", std::string()) != "AutoencoderKL") return c;
+  if (auto v = j.find("scaling_factor"); v != j.end() && v->is_number()) c.scaling_factor = v->get<double>();
+  if (auto v = j.find("shift_factor"); v != j.end() && v->is_number()) c.shift_factor = v->get<double>();
+  if (auto v = j.find("norm_num_groups"); v != j.end() && v->is_number_integer())
+    c.norm_num_groups = v->get<std::int64_t>();
+  return c;
+}
+}  // namespace
+
 AutoencoderKL load_vae(const std::filesystem::path& path, const VAEConfig& base) {
   TensorFile file = load_tensor_file(path);
-  AutoencoderKL vae(detect_vae_config(file.tensors, base));
+  AutoencoderKL vae(detect_vae_config(file.tensors, unshaped_settings(path, file, base)));
   load_vae_state(*vae, file.tensors, path.string());
   return vae;
 }

@@ -193,6 +193,8 @@ void load_vae_state(AutoencoderKLImpl& vae, const TensorMap& tensors, const std:
 VAEConfig detect_vae_config(const TensorMap& tensors, const VAEConfig& base = {});
 
 // Reads a safetensors or torch checkpoint file, detects the config (see detect_vae_config) and loads it.
+// The settings shapes cannot tell come from the file's Atelier "vae.config" metadata, else from a
+// diffusers config.json beside it (so the SDXL VAE gets its 0.13025 scale), else from `base`.
 AutoencoderKL load_vae(const std::filesystem::path& path, const VAEConfig& base = {});
 
 }  // namespace atelier
