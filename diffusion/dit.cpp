@@ -82,7 +82,9 @@ torch::Tensor timestep_embedding(const torch::Tensor& t, std::int64_t dim, std::
   return emb;
 }
 
-DiTBlockImpl::DiTBlockImpl(std::int64_t hidden, std::int64_t heads_, double mlp_ratio) : heads(heads_) {
+DiTBlockImpl::DiTBlockImpl(std::int64_t hidden, std::int64_t heads_, double mlp_ratio,
+                           std::shared_ptr<LayerHooks> hooks_)
+    : heads(heads_), hooks(std::move(hooks_)) {
   auto attn = child(*this, "attn");
   qkv = attn->register_module("qkv", torch::nn::Linear(hidden, 3 * hidden));
   proj = attn->register_module("proj", torch::nn::Linear(hidden, hidden));
@@ -96,14 +98,15 @@ DiTBlockImpl::DiTBlockImpl(std::int64_t hidden, std::int64_t heads_, double mlp_
 }
 
 torch::Tensor DiTBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& c) {
-  auto mod = ada->forward(torch::silu(c)).chunk(6, 1);
+  const LayerHooks& hk = *hooks;
+  auto mod = hk.linear(*ada, torch::silu(c)).chunk(6, 1);
   const auto &shift_msa = mod[0], &scale_msa = mod[1], &shift_mlp = mod[3], &scale_mlp = mod[4];
   auto gate_msa = mod[2], gate_mlp = mod[5];
   if (gamma_attn.defined()) gate_msa = gate_msa * gamma_attn;
   if (gamma_mlp.defined()) gate_mlp = gate_mlp * gamma_mlp;
 
   const auto n = x.size(0), tokens = x.size(1), d = x.size(2), hd = d / heads;
-  auto h = qkv->forward(modulate(layer_norm(x), shift_msa, scale_msa));         // [N, T, 3D]
+  auto h = hk.linear(*qkv, modulate(layer_norm(x), shift_msa, scale_msa));      // [N, T, 3D]
   auto qkv_heads = h.view({n, tokens, 3, heads, hd}).permute({2, 0, 3, 1, 4});  // [3, N, H, T, hd]
   auto q = qkv_heads[0], k = qkv_heads[1], v = qkv_heads[2];
 #if TORCH_VERSION_MAJOR >= 2
@@ -111,9 +114,9 @@ torch::Tensor DiTBlockImpl::forward(const torch::Tensor& x, const torch::Tensor&
 #else
   auto a = torch::softmax(torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(hd)), -1).matmul(v);
 #endif
-  a = proj->forward(a.transpose(1, 2).reshape({n, tokens, d}));  // [N, T, D]
+  a = hk.linear(*proj, a.transpose(1, 2).reshape({n, tokens, d}));  // [N, T, D]
   auto out = torch::addcmul(x, gate_msa.unsqueeze(1), a);
-  auto m = fc2->forward(torch::gelu(fc1->forward(modulate(layer_norm(out), shift_mlp, scale_mlp)), "tanh"));
+  auto m = hk.linear(*fc2, torch::gelu(hk.linear(*fc1, modulate(layer_norm(out), shift_mlp, scale_mlp)), "tanh"));
   return torch::addcmul(out, gate_mlp.unsqueeze(1), m);
 }
 
@@ -135,7 +138,7 @@ DiTImpl::DiTImpl(const DiTConfig& c) : config_(c) {
   y_table = child(*this, "y_embedder")->register_module("embedding_table", torch::nn::Embedding(table_rows, d));
   pos_embed = register_parameter("pos_embed", torch::zeros({1, c.num_patches(), d}), /*requires_grad=*/false);
   blocks = register_module("blocks", torch::nn::ModuleList());
-  for (std::int64_t i = 0; i < c.depth; ++i) blocks->push_back(DiTBlock(d, c.num_heads, c.mlp_ratio));
+  for (std::int64_t i = 0; i < c.depth; ++i) blocks->push_back(DiTBlock(d, c.num_heads, c.mlp_ratio, hooks_));
   auto final_layer = child(*this, "final_layer");
   final_linear =
       final_layer->register_module("linear", torch::nn::Linear(d, c.patch_size * c.patch_size * c.out_channels()));
@@ -181,6 +184,17 @@ void DiTImpl::set_input_size(std::int64_t input_size, double base_grid) {
   pos_embed.set_data(sincos_pos_embed_2d(config_.hidden_size, grid, base_grid).unsqueeze(0).to(pos_embed.device()));
 }
 
+void DiTImpl::set_label_table(const torch::Tensor& table) {
+  const std::int64_t null_rows = config_.class_dropout_prob > 0 ? 1 : 0;
+  if (table.dim() != 2 || table.size(1) != config_.hidden_size || table.size(0) <= null_rows)
+    fail("DiT: a label table must be [classes", null_rows ? " + 1" : "", ", ", config_.hidden_size, "], got ",
+         table.sizes());
+  config_.num_classes = table.size(0) - null_rows;
+  torch::NoGradGuard no_grad;
+  y_table->weight.set_data(table.detach().clone().to(y_table->weight.options()));
+  y_table->options.num_embeddings(table.size(0));
+}
+
 torch::Tensor DiTImpl::unpatchify(const torch::Tensor& x) const {
   const auto c = config_.out_channels(), p = config_.patch_size;
   const auto h = static_cast<std::int64_t>(std::llround(std::sqrt(static_cast<double>(x.size(1)))));
@@ -192,12 +206,14 @@ torch::Tensor DiTImpl::forward(const torch::Tensor& x, const torch::Tensor& t, c
       x.size(3) != config_.input_size)
     fail("DiT expects input [N, ", config_.in_channels, ", ", config_.input_size, ", ", config_.input_size, "], got ",
          x.sizes());
-  auto h = x_proj->forward(x).flatten(2).transpose(1, 2) + pos_embed;  // [N, T, D]
-  auto temb = t_mlp2->forward(torch::silu(t_mlp0->forward(timestep_embedding(t, 256, config_.timestep_freq_shift))));
+  const LayerHooks& hk = *hooks_;
+  auto h = hk.conv2d(*x_proj, x).flatten(2).transpose(1, 2) + pos_embed;  // [N, T, D]
+  auto temb =
+      hk.linear(*t_mlp2, torch::silu(hk.linear(*t_mlp0, timestep_embedding(t, 256, config_.timestep_freq_shift))));
   auto c = temb + y_table->forward(y);  // [N, D]
   for (auto& b : *blocks) h = b->as<DiTBlockImpl>()->forward(h, c);
-  auto mod = final_ada->forward(torch::silu(c)).chunk(2, 1);
-  h = final_linear->forward(modulate(layer_norm(h), mod[0], mod[1]));  // [N, T, p*p*C]
+  auto mod = hk.linear(*final_ada, torch::silu(c)).chunk(2, 1);
+  h = hk.linear(*final_linear, modulate(layer_norm(h), mod[0], mod[1]));  // [N, T, p*p*C]
   return unpatchify(h);
 }
 

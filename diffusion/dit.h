@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/layer_hooks.h"
 
 namespace atelier {
 
@@ -62,13 +63,15 @@ torch::Tensor timestep_embedding(const torch::Tensor& t, std::int64_t dim, std::
 
 class DiTBlockImpl : public torch::nn::Module {
  public:
-  DiTBlockImpl(std::int64_t hidden, std::int64_t heads, double mlp_ratio);
+  DiTBlockImpl(std::int64_t hidden, std::int64_t heads, double mlp_ratio,
+               std::shared_ptr<LayerHooks> hooks = std::make_shared<LayerHooks>());
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& c);  // x [N, T, D], c [N, D]
 
   torch::nn::Linear qkv{nullptr}, proj{nullptr}, fc1{nullptr}, fc2{nullptr}, ada{nullptr};
   std::int64_t heads;
   // Optional per-branch scales (DiffFit's gamma); undefined = 1.
   torch::Tensor gamma_attn, gamma_mlp;
+  std::shared_ptr<LayerHooks> hooks;  // the DiT's table: every Linear is called through it
 };
 TORCH_MODULE(DiTBlock);
 
@@ -88,6 +91,10 @@ class DiTImpl : public torch::nn::Module {
 
   const DiTConfig& config() const { return config_; }
   std::int64_t null_class() const { return config_.num_classes; }
+  // Replaces the label table by one with `num_classes` + null rows (the adapters' re-targeting).
+  void set_label_table(const torch::Tensor& table);
+  // Additive layer updates (LoRA) on any Linear/Conv2d of this DiT; empty by default.
+  LayerHooks& hooks() { return *hooks_; }
 
   torch::nn::Conv2d x_proj{nullptr};
   torch::nn::Linear t_mlp0{nullptr}, t_mlp2{nullptr};
@@ -99,6 +106,7 @@ class DiTImpl : public torch::nn::Module {
  private:
   torch::Tensor unpatchify(const torch::Tensor& x) const;  // [N, T, p*p*C] -> [N, C, H, W]
   DiTConfig config_;
+  std::shared_ptr<LayerHooks> hooks_ = std::make_shared<LayerHooks>();
 };
 TORCH_MODULE(DiT);
 

@@ -106,10 +106,12 @@ torch::Tensor decode_latents(AutoencoderKL& vae, const torch::Tensor& z, JobCont
 }
 }  // namespace
 
-void sample_job(const SampleConfig& c, JobContext& ctx) {
+void sample_job(const SampleConfig& c, JobContext& ctx, const ModelLoader& loader) {
   const torch::Device device = select_device(c.device);
   DiTModelInfo info;
-  DiT model = with_context([&] { return load_generator_model(c.model, &info); }, "field 'model'");
+  if (!c.adapters.empty() && !loader) fail("field 'adapters': this build cannot apply adapters");
+  DiT model =
+      loader ? loader(c, &info) : with_context([&] { return load_generator_model(c.model, &info); }, "field 'model'");
   const auto& dc = model->config();
   AutoencoderKL vae{nullptr};
   if (!c.vae.empty()) {

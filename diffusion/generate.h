@@ -2,6 +2,7 @@
 // the denoiser callback, and the `sample` job (labelled grid + metrics).
 #pragma once
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,8 @@ std::int64_t probe_label_of(const std::string& name);
 
 struct SampleConfig {
   std::string model = "assets/models/dit_shapes.safetensors";
+  std::vector<std::string> adapters;  // adapter files applied to the model (needs a ModelLoader)
+  std::vector<double> adapter_weights;
   std::string vae;  // decodes latent models (e.g. diffusers sd-vae-ft-mse) into images
   std::vector<std::string> classes;
   std::int64_t per_class = 8;
@@ -61,6 +64,8 @@ struct SampleConfig {
   template <class V>
   void fields(V& v) {
     v("model", model, "DiT model file: Atelier's, an official DiT .pt, or diffusers weights");
+    v("adapters", adapters, "adapter files applied to the model at load time");
+    v("adapter_weights", adapter_weights, "one weight per adapter (empty: 1 each)", Range{-100, 100});
     v("vae", vae, "VAE that decodes a latent model's samples (AutoencoderKL: diffusers, old or LDM names)");
     v("classes", classes, "class names to draw (empty: every class of the model)");
     v("per_class", per_class, "images per class (one grid row per class)", Range{1, 4096});
@@ -72,6 +77,9 @@ struct SampleConfig {
     v("device", device, "auto (CUDA when present), cpu, cuda or cuda:N");
   }
 };
-void sample_job(const SampleConfig& config, JobContext& ctx);
+// Loads the model named by config.model with config.adapters applied (the adapters layer provides it).
+using ModelLoader = std::function<DiT(const SampleConfig& config, DiTModelInfo* info)>;
+// Without a loader, adapters are refused with an Error naming the field.
+void sample_job(const SampleConfig& config, JobContext& ctx, const ModelLoader& loader = {});
 
 }  // namespace atelier

@@ -33,13 +33,47 @@ DiTConfig build_config(const TrainBaseConfig& c, const shapes::Spec& spec) {
   return d;
 }
 
-std::vector<std::string> class_names(const shapes::Spec& spec) {
+}  // namespace
+
+std::vector<std::string> shapes_class_names(const shapes::Spec& spec) {
   std::vector<std::string> out;
   for (int i = 0; i < spec.num_labels(); ++i) out.push_back(spec.label_name(i));
   return out;
 }
 
-}  // namespace
+DiffusionObjective::Terms shapes_training_terms(DiT& model, const DiffusionObjective& objective,
+                                                const shapes::Spec& spec, std::int64_t first, std::int64_t batch,
+                                                Rng& rng) {
+  const auto device = model->pos_embed.device();
+  const auto on_device = torch::TensorOptions().device(device);
+  auto data = shapes::make_batch(spec, 0, first, batch);
+  auto x0 = data.images.to(device);
+  auto t = rng.randint(objective.num_timesteps(), {batch}, on_device);
+  auto noise = rng.randn(data.images.sizes(), on_device);
+  auto y = model->drop_labels(data.labels.to(device), rng.rand({batch}, on_device));
+  auto out = model->forward(objective.q_sample(x0, t, noise), t, y);
+  return objective.losses(out, x0, t, noise);
+}
+
+torch::Tensor save_class_grid(DiT& model, const DiTModelInfo& info, std::int64_t per_class, std::int64_t steps,
+                              double cfg_scale, std::uint64_t seed, const std::filesystem::path& path,
+                              const std::string& title) {
+  SamplerSettings s;
+  s.steps = steps;
+  s.cfg_scale = cfg_scale;
+  std::vector<std::int64_t> labels;
+  for (std::int64_t k = 0; k < static_cast<std::int64_t>(info.class_names.size()); ++k)
+    labels.insert(labels.end(), per_class, k);
+  Rng rng(seed);
+  auto images = generate(model, info, torch::tensor(labels).to(model->pos_embed.device()), s, rng).clamp(-1, 1).cpu();
+  GridOptions grid;
+  grid.columns = static_cast<int>(per_class);
+  grid.row_labels = info.class_names;
+  grid.scale = std::max<int>(1, 64 / static_cast<int>(images.size(-1)));
+  grid.title = title;
+  save_png(path, make_grid(images, grid), {{"atelier.title", title}});
+  return images;
+}
 
 shapes::Spec ShapesData::spec(int size) const {
   shapes::Spec s;
@@ -141,7 +175,8 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
   };
 
   // The EMA weights as a model file (also written at every preview, so `sample` can judge a run midway).
-  const DiTModelInfo info{dc, c.schedule, c.prediction, objective.num_timesteps(), class_names(spec), to_json(c.data)};
+  const DiTModelInfo info{
+      dc, c.schedule, c.prediction, objective.num_timesteps(), shapes_class_names(spec), to_json(c.data)};
   auto write_model = [&] {
     save_dit_model(ctx.path(c.output), ema, info, to_json(c));
     ctx.report.artifact("model", ctx.path(c.output));
@@ -149,19 +184,8 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
 
   // Preview: 4 EMA samples per class with fixed noise, as a labelled grid.
   auto preview = [&](std::int64_t step) {
-    SamplerSettings s;
-    s.steps = c.sample_steps;
-    s.cfg_scale = c.cfg_scale;
-    std::vector<std::int64_t> labels;
-    for (int k = 0; k < spec.num_labels(); ++k) labels.insert(labels.end(), 4, k);
-    Rng preview_rng(static_cast<std::uint64_t>(c.seed) + 3);
-    auto images = generate(ema, info, torch::tensor(labels).to(device), s, preview_rng).clamp(-1, 1).cpu();
-    GridOptions grid;
-    grid.columns = 4;
-    grid.row_labels = info.class_names;
-    grid.scale = std::max<int>(1, 64 / static_cast<int>(c.image_size));
-    grid.title = "step " + std::to_string(step);
-    save_png(ctx.path("preview.png"), make_grid(images, grid), {{"atelier.step", std::to_string(step)}});
+    save_class_grid(ema, info, 4, c.sample_steps, c.cfg_scale, static_cast<std::uint64_t>(c.seed) + 3,
+                    ctx.path("preview.png"), "step " + std::to_string(step));
     ctx.report.artifact("preview", ctx.path("preview.png"));
     if (step < c.steps) write_model();
   };
@@ -174,13 +198,7 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
     }
     const double lr = c.warmup > 0 && step < c.warmup ? c.lr * (step + 1) / c.warmup : c.lr;
     for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-    auto batch = shapes::make_batch(spec, 0, step * c.batch, c.batch);
-    auto x0 = batch.images.to(device);
-    auto t = rng.randint(objective.num_timesteps(), {c.batch}, on_device);
-    auto noise = rng.randn(batch.images.sizes(), on_device);
-    auto y = model->drop_labels(batch.labels.to(device), rng.rand({c.batch}, on_device));
-    auto out = model->forward(objective.q_sample(x0, t, noise), t, y);
-    auto terms = objective.losses(out, x0, t, noise);
+    auto terms = shapes_training_terms(model, objective, spec, step * c.batch, c.batch, rng);
     auto loss = terms.loss.mean();
     opt.zero_grad();
     loss.backward();

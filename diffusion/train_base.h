@@ -13,6 +13,8 @@
 
 namespace atelier {
 
+class Rng;
+
 // The Shapes data a job trains on (base classes, target domains and concepts are all Shapes specs).
 struct ShapesData {
   std::vector<std::string> classes;  // empty: all 8 base shapes
@@ -95,7 +97,6 @@ struct TrainBaseConfig {
 
 void train_base(const TrainBaseConfig& config, JobContext& ctx);
 
-// A trained model file: DiT weights + how to run it.
 struct DiTModelInfo {
   DiTConfig dit;
   std::string schedule = "linear";
@@ -107,4 +108,20 @@ struct DiTModelInfo {
 void save_dit_model(const std::filesystem::path& path, DiT& model, const DiTModelInfo& info, const json& config);
 DiT load_dit_model(const std::filesystem::path& path, DiTModelInfo* info = nullptr);
 
+// Class names of a Shapes spec's labels, in label order.
+std::vector<std::string> shapes_class_names(const shapes::Spec& spec);
+
+// One training loss on Shapes batch [first, first + batch) of the train split: timesteps, noise and CFG
+// label dropout are drawn from `rng` in that order (the order exact resume relies on).
+DiffusionObjective::Terms shapes_training_terms(DiT& model, const DiffusionObjective& objective,
+                                                const shapes::Spec& spec, std::int64_t first, std::int64_t batch,
+                                                Rng& rng);
+
+// `per_class` samples of every class label (DDIM, fixed noise from `seed`), as a labelled PNG grid at
+// `path`; returns the images [K * per_class, C, H, W] on the CPU.
+torch::Tensor save_class_grid(DiT& model, const DiTModelInfo& info, std::int64_t per_class, std::int64_t steps,
+                              double cfg_scale, std::uint64_t seed, const std::filesystem::path& path,
+                              const std::string& title);
+
+// A trained model file: DiT weights + how to run it.
 }  // namespace atelier

@@ -1,3 +1,4 @@
+#include "adapters/finetune.h"
 #include "core/probe.h"
 #include "diffusion/generate.h"
 #include "diffusion/train_base.h"
@@ -12,8 +13,18 @@ void register_builtin_jobs(JobRegistry& registry) {
                             &train_probe);
   registry.add<TrainBaseConfig>(
       "train_base", "Train a class-conditional DiT on Shapes (AdamW, EMA, validation loss, exact resume)", &train_base);
-  registry.add<SampleConfig>("sample", "Sample a labelled grid from a DiT model, with probe accuracy and FD-shapes",
-                             &sample_job);
+  registry.add<SampleConfig>(
+      "sample", "Sample a labelled grid from a DiT model (with adapters), with probe accuracy and FD-shapes",
+      [](const SampleConfig& c, JobContext& ctx) {
+        sample_job(c, ctx, [](const SampleConfig& s, DiTModelInfo* info) {
+          return with_context([&] { return load_adapted_model(s.model, s.adapters, s.adapter_weights, info); },
+                              "field 'model'");
+        });
+      });
+  registry.add<FineTuneConfig>("difffit",
+                               "Adapt a DiT to a Shapes target domain: DiffFit, BitFit, full fine-tuning or LoRA, "
+                               "with before/after grids, adapter file and metrics",
+                               &finetune_job);
 }
 
 }  // namespace atelier

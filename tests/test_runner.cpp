@@ -218,3 +218,25 @@ TEST_CASE("train_base: SIGKILL, then --resume, ends with the uninterrupted weigh
             {"sample_steps", 2},    {"classes", {"circle", "square"}}};
   check_kill_and_resume(j, "step_00000006.safetensors", "model.safetensors");
 }
+
+TEST_CASE("difffit: SIGKILL, then --resume, ends with the uninterrupted adapter", "[runner][resume][cli]") {
+  test::TempDir dir;
+  json base = {{"kind", "train_base"}, {"model", "DiT-T/4"},   {"hidden_size", 32}, {"depth", 2},
+               {"num_heads", 2},       {"image_size", 16},     {"steps", 2},        {"batch", 4},
+               {"val_every", 1000},    {"sample_every", 1000}, {"sample_steps", 2}, {"classes", {"circle", "square"}}};
+  write_file_atomic(dir / "base.json", base.dump());
+  auto r = test::run_cli("run -q " + (dir / "base.json").string() + " --run-dir " + (dir / "base").string());
+  REQUIRE(r.exit_code == 0);
+  json j = {{"kind", "difffit"},
+            {"base", (dir / "base/model.safetensors").string()},
+            {"classes", {"circle"}},
+            {"styles", {"night"}},
+            {"steps", 150},
+            {"batch", 4},
+            {"checkpoint_every", 3},
+            {"sample_every", 1000},
+            {"sample_steps", 2},
+            {"eval_per_class", 1},
+            {"probe", ""}};
+  check_kill_and_resume(j, "step_00000006.safetensors", "adapter.safetensors");
+}

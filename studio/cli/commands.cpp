@@ -5,10 +5,12 @@
 #include <cstdio>
 #include <iostream>
 
+#include "adapters/finetune.h"
 #include "core/image.h"
 #include "core/safetensors.h"
 #include "core/tensor_io.h"
 #include "core/torch_zip.h"
+#include "core/training_state.h"
 #include "studio/runner.h"
 #include "studio/verify.h"
 
@@ -153,6 +155,20 @@ int convert(const std::string& in, const std::string& out, const std::string& se
   meta["atelier.converted_from"] = std::filesystem::path(in).filename().string();
   safetensors::save(out, tensors, meta);
   std::printf("wrote %s (%zu tensors)\n", out.c_str(), tensors.size());
+  return 0;
+}
+
+int fold(const std::string& base, const std::vector<std::string>& adapters, const std::vector<double>& weights,
+         const std::string& out) {
+  DiTModelInfo info;
+  std::vector<std::pair<LoRA, double>> loras;
+  DiT model = load_adapted_model(base, adapters, weights, &info, &loras);
+  DiT plain(model->config());
+  load_module_tensors(*plain, folded_tensors(model, loras), "", "folded model");
+  json config = {{"base", base}, {"adapters", adapters}, {"adapter_weights", weights}};
+  save_dit_model(out, plain, info, config);
+  std::printf("wrote %s: %s + %zu adapter(s), %zu classes\n", out.c_str(), base.c_str(), adapters.size(),
+              info.class_names.size());
   return 0;
 }
 

@@ -19,5 +19,7 @@ int list_jobs(const std::string& kind, bool as_json);
 int inspect(const std::string& file, bool as_json);
 int verify(const std::string& model, const std::string& reference, double tolerance);
 int convert(const std::string& in, const std::string& out, const std::string& select, const std::string& dtype);
+int fold(const std::string& base, const std::vector<std::string>& adapters, const std::vector<double>& weights,
+         const std::string& out);
 
 }  // namespace atelier::cli

@@ -58,6 +58,15 @@ int main(int argc, char** argv) {
   convert_cmd->add_option("--select", select, "keep only tensors under this key (e.g. ema), prefix removed");
   convert_cmd->add_option("--dtype", dtype, "cast floating tensors: f32, f16 or bf16");
 
+  std::string fold_base, fold_out;
+  std::vector<std::string> fold_adapters;
+  std::vector<double> fold_weights;
+  auto* fold_cmd = app.add_subcommand("fold", "Fold adapters into their base model: one standalone DiT file");
+  fold_cmd->add_option("base", fold_base, "base model the adapters were trained on")->required();
+  fold_cmd->add_option("adapters", fold_adapters, "adapter files (.safetensors)")->required();
+  fold_cmd->add_option("-o,--output", fold_out, "output model .safetensors")->required();
+  fold_cmd->add_option("--weights", fold_weights, "one weight per adapter (default 1)");
+
   std::string verify_model_path, verify_reference;
   double verify_tolerance = 1e-5;
   auto* verify_cmd = app.add_subcommand("verify", "Run a model on a reference file's inputs and compare outputs");
@@ -82,6 +91,7 @@ int main(int argc, char** argv) {
     if (*inspect_cmd) return atelier::cli::inspect(file, inspect_json);
     if (*verify_cmd) return atelier::cli::verify(verify_model_path, verify_reference, verify_tolerance);
     if (*convert_cmd) return atelier::cli::convert(in, out, select, dtype);
+    if (*fold_cmd) return atelier::cli::fold(fold_base, fold_adapters, fold_weights, fold_out);
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "atelier: error: %s\n", e.what_without_backtrace());
     return 1;

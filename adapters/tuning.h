@@ -1,0 +1,83 @@
+// What an adaptation of a DiT trains, and how its adapter file is applied back or folded away.
+//
+//   difffit  every bias, the (re-targeted) label table and new scales gamma on the attention and MLP
+//            residual branches of the chosen blocks: x += gate * gamma * branch(x), gamma = 1 at start
+//            (one per channel, so a trained gamma folds exactly into the adaLN gate rows); the
+//            DiffFit tensors take the larger learning rate.
+//   bitfit   every bias and the label table.
+//   full     every parameter but the fixed positional embedding.
+//   lora     LoRA factors on the target linears, plus the label table.
+#pragma once
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "adapters/adapter_file.h"
+#include "adapters/lora.h"
+#include "core/config.h"
+#include "core/rng.h"
+#include "diffusion/dit.h"
+#include "diffusion/train_base.h"
+
+namespace atelier {
+
+struct TuneSettings {
+  std::string method = "difffit";
+  std::string gamma_blocks = "first_half";
+  std::vector<std::string> gamma_branches{"attn", "mlp"};
+  std::int64_t lora_rank = 8;
+  double lora_alpha = 8.0;
+  std::vector<std::string> lora_targets{"attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"};
+
+  template <class V>
+  void fields(V& v) {
+    v("method", method, "what trains", Choices{"difffit", "bitfit", "full", "lora"});
+    v("gamma_blocks", gamma_blocks,
+      "DiffFit: blocks with gamma scales: first_half, all, none, or a 0-based range such as 0-6");
+    v("gamma_branches", gamma_branches, "DiffFit: residual branches with a gamma scale (attn, mlp)");
+    v("lora_rank", lora_rank, "LoRA rank", Range{1, 4096});
+    v("lora_alpha", lora_alpha, "LoRA alpha (scale = alpha / rank)", Range{0, 1e6});
+    v("lora_targets", lora_targets, "LoRA target layers (path tails or globs, e.g. attn.qkv, blocks.*.mlp.fc1)");
+  }
+};
+
+// Block indices carrying gamma scales; Error naming 'gamma_blocks' for a bad spec.
+std::vector<std::int64_t> gamma_block_indices(const std::string& spec, std::int64_t depth);
+
+// The trainable tensors of one adaptation.
+struct Tuning {
+  std::string method;
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;  // DiT tensors by state-dict name
+  std::vector<bool> scaled_lr;                                 // per entry of `tensors`: takes lr * lr_scale
+  std::optional<LoRA> lora;
+  json settings;  // what apply_adapter needs to rebuild the tuned model
+
+  std::int64_t numel() const;
+  TensorMap adapter_tensors() const;  // DiT tensors by name + LoRA factors
+};
+
+// Freezes `model`, adds what the method needs (gammas, LoRA attached to the model's hooks) and marks the
+// method's tensors trainable. Step-0 outputs equal the model's before the call bit for bit.
+Tuning prepare_tuning(DiT& model, const TuneSettings& settings);
+
+// Registers blocks.i.gamma_attn / gamma_mlp (ones, one per channel) on the listed blocks.
+void add_gammas(DiT& model, const std::vector<std::int64_t>& blocks, const std::vector<std::string>& branches);
+
+// Re-targets the label table to `target` class names: classes the base knows (by name) keep their
+// rows, new classes get N(0, 0.02) rows (DiT's initialisation) drawn from `rng`, the null row is kept.
+void retarget_labels(DiT& model, const std::vector<std::string>& base, const std::vector<std::string>& target,
+                     Rng& rng);
+
+// Applies an adapter file to its base model (`base_source` names the base in errors): checks the adapter
+// was trained on a base whose model_hash is `base_hash` (the base's before any adapter), then restores input size, label table, gammas, trained tensors and LoRA (attached to the
+// model's hooks, at `weight`; returned for folding). `info.class_names` becomes the adapter's classes.
+std::optional<LoRA> apply_adapter(DiT& model, DiTModelInfo& info, const AdapterFile& adapter,
+                                  const std::string& adapter_source, const std::string& base_source,
+                                  const std::string& base_hash, double weight = 1.0);
+
+// The adapted model as a plain DiT state dict (official key layout): gammas folded into the adaLN gate
+// rows, attached LoRA merged at their weights. The model itself is left as it was.
+TensorMap folded_tensors(DiT& model, const std::vector<std::pair<LoRA, double>>& loras);
+
+}  // namespace atelier
