@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# DiffFit vs full fine-tuning, BitFit and LoRA-r8 on the embedded default, side by side in one invocation:
+# the shipped base model adapted to a held-out Shapes domain with its own classes (the five concept glyphs,
+# drawn in the outline style, never seen by the base), same steps, batch, data and evaluation for all four.
+#   bench/run_difffit_bench.sh [STEPS] [BASE]      (defaults: 600, assets/models/dit_shapes.safetensors)
+# Writes runs under bench-runs/difffit-<date>/ and prints a markdown table (bench/format_difffit_bench.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+steps=${1:-600}
+base=${2:-assets/models/dit_shapes.safetensors}
+bin=${ATELIER_BUILD_DIR:-build}/studio/cli/atelier
+out=bench-runs/difffit-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$out"
+common=(--set "base=$base" --set "steps=$steps" --set batch=32 --set 'glyphs=["spiral","bolt","key","moon","eye"]'
+        --set 'classes=[]' --set 'styles=["outline"]' --set sample_every=100000 --set checkpoint_every=100000 --set eval_per_class=32)
+for method in full difffit bitfit lora; do
+  echo "== $method" >&2
+  "$bin" run -q assets/jobs/difffit.json --run-dir "$out/$method" "${common[@]}" --set "method=$method"
+done
+python3 bench/format_difffit_bench.py "$out"/{full,difffit,bitfit,lora}/metrics.json
