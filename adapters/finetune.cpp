@@ -47,7 +47,8 @@ bool is_preset(const std::string& name) {
 DiT load_base(const FineTuneConfig& c, DiTModelInfo& info) {
   if (is_preset(c.base)) {
     if (!c.dry_run)
-      fail("field 'base': '", c.base, "' is a preset name (random weights), usable with dry_run only; give a model file");
+      fail("field 'base': '", c.base,
+           "' is a preset name (random weights), usable with dry_run only; give a model file");
     torch::manual_seed(static_cast<std::uint64_t>(c.seed));
     info.dit = dit_preset(c.base);
     for (std::int64_t k = 0; k < info.dit.num_classes; ++k) info.class_names.push_back(std::to_string(k));
@@ -107,9 +108,12 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
   const double fraction = static_cast<double>(trainable) / static_cast<double>(total);
   std::int64_t gamma_count = 0, bias_count = 0, table_count = 0;
   for (const auto& [name, t] : tuning.tensors) {
-    if (name.find(".gamma_") != std::string::npos) gamma_count += t.numel();
-    else if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) bias_count += t.numel();
-    else if (name == "y_embedder.embedding_table.weight") table_count += t.numel();
+    if (name.find(".gamma_") != std::string::npos)
+      gamma_count += t.numel();
+    else if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0)
+      bias_count += t.numel();
+    else if (name == "y_embedder.embedding_table.weight")
+      table_count += t.numel();
   }
   char line[256];
   std::snprintf(line, sizeof line, "%s on %s: %lld trainable parameters of %lld (%.4f%%)", c.tune.method.c_str(),
@@ -143,8 +147,8 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
   for (std::size_t i = 0; i < named.size(); ++i) (scaled[i] ? scaled_group : base_group).push_back(named[i].second);
   std::vector<torch::optim::OptimizerParamGroup> groups;
   if (!base_group.empty())
-    groups.emplace_back(base_group, std::make_unique<torch::optim::AdamWOptions>(
-                                        torch::optim::AdamWOptions(c.lr).weight_decay(0)));
+    groups.emplace_back(base_group,
+                        std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(c.lr).weight_decay(0)));
   if (!scaled_group.empty())
     groups.emplace_back(scaled_group, std::make_unique<torch::optim::AdamWOptions>(
                                           torch::optim::AdamWOptions(c.lr * c.lr_scale).weight_decay(0)));
@@ -216,6 +220,9 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
     AdapterInfo a{c.tune.method, base_hash, classes, tuning.settings, to_json(c)};
     TensorMap tensors;
     for (std::size_t i = 0; i < named.size(); ++i) tensors[named[i].first] = ema_set->values[i].detach();
+    if (tuning.lora)
+      for (const auto& [name, t] : tuning.lora->tensors())
+        if (name.size() > 6 && name.compare(name.size() - 6, 6, ".alpha") == 0) tensors[name] = t;
     save_adapter(ctx.path(c.output), tensors, a);
     ctx.report.artifact("adapter", ctx.path(c.output));
   };
@@ -250,8 +257,10 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
     if (done % c.checkpoint_every == 0 && done < c.steps)
       ctx.report.artifact("checkpoint", save_training_parts(ctx.run_dir, done, parts));
     if (done % c.sample_every == 0 && done < c.steps) {
-      with_ema([&] { save_class_grid(model, tuned, 4, c.sample_steps, c.cfg_scale, static_cast<std::uint64_t>(c.seed) + 3,
-                                     ctx.path("preview.png"), "step " + std::to_string(done)); });
+      with_ema([&] {
+        save_class_grid(model, tuned, 4, c.sample_steps, c.cfg_scale, static_cast<std::uint64_t>(c.seed) + 3,
+                        ctx.path("preview.png"), "step " + std::to_string(done));
+      });
       ctx.report.artifact("preview", ctx.path("preview.png"));
       write_adapter();
     }
@@ -259,7 +268,8 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
 
   write_adapter();
   Evaluation after;
-  with_ema([&] { after = evaluate("after.png", "after: " + c.tune.method + ", " + std::to_string(c.steps) + " steps"); });
+  with_ema(
+      [&] { after = evaluate("after.png", "after: " + c.tune.method + ", " + std::to_string(c.steps) + " steps"); });
   if (c.fold) {
     with_ema([&] {
       std::vector<std::pair<LoRA, double>> loras;

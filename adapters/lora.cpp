@@ -162,11 +162,17 @@ void LoRA::train(bool on) {
   for (auto& l : layers_) l->train(on);
 }
 
+void LoRA::add_layer(const std::string& path, LoRALayer layer) {
+  paths_.push_back(path);
+  layers_.push_back(std::move(layer));
+}
+
 TensorMap LoRA::tensors() const {
   TensorMap out;
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     out[paths_[i] + ".lora_A.weight"] = layers_[i]->down.detach();
     out[paths_[i] + ".lora_B.weight"] = layers_[i]->up.detach();
+    out[paths_[i] + ".alpha"] = torch::tensor(static_cast<float>(layers_[i]->alpha()));
   }
   return out;
 }
@@ -181,9 +187,11 @@ LoRA LoRA::from_tensors(torch::nn::Module& model, const TensorMap& tensors, cons
     const std::string path = name.substr(0, name.size() - suffix.size());
     auto up = tensors.find(path + ".lora_B.weight");
     if (up == tensors.end()) fail(source, ": '", name, "' has no matching '", path, ".lora_B.weight'");
-    auto& target = with_context([&]() -> torch::nn::Module& { return layer_at(model, path); }, source, ": '", name, "'");
+    auto& target =
+        with_context([&]() -> torch::nn::Module& { return layer_at(model, path); }, source, ": '", name, "'");
     LoRAOptions o = options;
     o.rank = down.size(0);
+    if (auto alpha = tensors.find(path + ".alpha"); alpha != tensors.end()) o.alpha = alpha->second.item<double>();
     LoRALayer layer(target, o, path);
     if (layer->down.sizes() != down.sizes() || layer->up.sizes() != up->second.sizes())
       fail(source, ": LoRA '", path, "' has down ", down.sizes(), " and up ", up->second.sizes(), "; layer expects ",

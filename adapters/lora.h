@@ -36,10 +36,11 @@ class LoRALayerImpl : public torch::nn::Module, public LayerDelta {
 
   torch::Tensor down, up;
   double scale = 1.0;
+  double alpha() const { return scale * static_cast<double>(down.size(0)); }
   double dropout = 0.0;
   bool conv = false;
   torch::ExpandingArray<2> stride = torch::ExpandingArray<2>(1), padding = torch::ExpandingArray<2>(0),
-                          dilation = torch::ExpandingArray<2>(1);
+                           dilation = torch::ExpandingArray<2>(1);
 };
 TORCH_MODULE(LoRALayer);
 
@@ -66,9 +67,14 @@ class LoRA {
   void to(const torch::Device& device);
   void train(bool on);
 
-  // Atelier's names: "<path>.lora_A.weight" (down) and "<path>.lora_B.weight" (up), PEFT's layout.
+  // Adds one layer (e.g. read from a LoRA file) for the layer at `path`.
+  void add_layer(const std::string& path, LoRALayer layer);
+
+  // Atelier's names: "<path>.lora_A.weight" (down), "<path>.lora_B.weight" (up), PEFT's layout, and
+  // "<path>.alpha" (a scalar: scale = alpha / rank).
   TensorMap tensors() const;
-  // Rebuilds a LoRA from tensors() output onto `model`; every path must name a matching layer.
+  // Rebuilds a LoRA from tensors() output onto `model`; every path must name a matching layer. Layers
+  // without an alpha tensor take options.alpha.
   static LoRA from_tensors(torch::nn::Module& model, const TensorMap& tensors, const LoRAOptions& options,
                            const std::string& source);
 

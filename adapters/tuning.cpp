@@ -13,7 +13,7 @@ bool ends_with(const std::string& s, const std::string& tail) {
 }
 
 bool is_lora_tensor(const std::string& name) {
-  return ends_with(name, ".lora_A.weight") || ends_with(name, ".lora_B.weight");
+  return ends_with(name, ".lora_A.weight") || ends_with(name, ".lora_B.weight") || ends_with(name, ".alpha");
 }
 
 DiTBlockImpl& block_at(DiT& model, std::int64_t i) {

@@ -70,8 +70,9 @@ void retarget_labels(DiT& model, const std::vector<std::string>& base, const std
                      Rng& rng);
 
 // Applies an adapter file to its base model (`base_source` names the base in errors): checks the adapter
-// was trained on a base whose model_hash is `base_hash` (the base's before any adapter), then restores input size, label table, gammas, trained tensors and LoRA (attached to the
-// model's hooks, at `weight`; returned for folding). `info.class_names` becomes the adapter's classes.
+// was trained on a base whose model_hash is `base_hash` (the base's before any adapter), then restores input size,
+// label table, gammas, trained tensors and LoRA (attached to the model's hooks, at `weight`; returned for folding).
+// `info.class_names` becomes the adapter's classes.
 std::optional<LoRA> apply_adapter(DiT& model, DiTModelInfo& info, const AdapterFile& adapter,
                                   const std::string& adapter_source, const std::string& base_source,
                                   const std::string& base_hash, double weight = 1.0);

@@ -11,8 +11,9 @@ void LayerHooks::attach(const torch::nn::Module& layer, std::shared_ptr<LayerDel
 void LayerHooks::detach(const LayerDelta* update) {
   for (auto it = table_.begin(); it != table_.end();) {
     auto& entries = it->second;
-    entries.erase(std::remove_if(entries.begin(), entries.end(), [&](const Entry& e) { return e.update.get() == update; }),
-                  entries.end());
+    entries.erase(
+        std::remove_if(entries.begin(), entries.end(), [&](const Entry& e) { return e.update.get() == update; }),
+        entries.end());
     it = entries.empty() ? table_.erase(it) : std::next(it);
   }
 }

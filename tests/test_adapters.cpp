@@ -58,9 +58,12 @@ test::CommandResult run_job(const test::TempDir& dir, const json& job, const std
 
 // A tiny Shapes base model trained for two steps by train_base.
 fs::path tiny_base(const test::TempDir& dir, int seed = 0) {
-  json train = {{"kind", "train_base"}, {"model", "DiT-T/4"},  {"hidden_size", 32},        {"depth", 2},
-                {"num_heads", 2},       {"image_size", 16},    {"steps", 2},               {"batch", 4},
-                {"warmup", 1},          {"sample_steps", 2},   {"val_every", 1000},        {"sample_every", 1000},
+  json train = {{"kind", "train_base"}, {"model", "DiT-T/4"},
+                {"hidden_size", 32},    {"depth", 2},
+                {"num_heads", 2},       {"image_size", 16},
+                {"steps", 2},           {"batch", 4},
+                {"warmup", 1},          {"sample_steps", 2},
+                {"val_every", 1000},    {"sample_every", 1000},
                 {"seed", seed},         {"classes", {"circle", "square"}}};
   const std::string name = "base" + std::to_string(seed);
   auto r = run_job(dir, train, name);
@@ -70,9 +73,18 @@ fs::path tiny_base(const test::TempDir& dir, int seed = 0) {
 }
 
 json tiny_finetune(const fs::path& base, const std::string& method) {
-  return {{"kind", "difffit"},     {"base", base.string()}, {"method", method},  {"classes", {"circle", "square"}},
-          {"styles", {"night"}},   {"steps", 4},            {"batch", 4},        {"checkpoint_every", 2},
-          {"sample_every", 1000},  {"sample_steps", 2},     {"eval_per_class", 2}, {"reference_samples", 16},
+  return {{"kind", "difffit"},
+          {"base", base.string()},
+          {"method", method},
+          {"classes", {"circle", "square"}},
+          {"styles", {"night"}},
+          {"steps", 4},
+          {"batch", 4},
+          {"checkpoint_every", 2},
+          {"sample_every", 1000},
+          {"sample_steps", 2},
+          {"eval_per_class", 2},
+          {"reference_samples", 16},
           {"probe", test::source_path("assets/models/probe.safetensors").string()}};
 }
 
@@ -273,13 +285,14 @@ TEST_CASE("difffit job: adapter file, before/after metrics, fold, and loading on
   CHECK(wrong.exit_code == 1);
   CHECK_THAT(wrong.output, Contains("adapter for base model") && Contains(other.string()));
   CHECK_FALSE(fs::exists(dir / "wrong.safetensors"));
-  json sample = {{"kind", "sample"}, {"model", other.string()}, {"adapters", {(dir / "ft/adapter.safetensors").string()}},
-                 {"probe", ""},      {"per_class", 1},          {"steps", 2}};
+  json sample = {
+      {"kind", "sample"}, {"model", other.string()}, {"adapters", {(dir / "ft/adapter.safetensors").string()}},
+      {"probe", ""},      {"per_class", 1},          {"steps", 2}};
   auto bad_sample = run_job(dir, sample, "bad-sample");
   CHECK(bad_sample.exit_code == 1);
   CHECK_THAT(bad_sample.output, Contains("adapter for base model"));
-  auto not_adapter = test::run_cli("fold " + base.string() + " " + base.string() + " -o " +
-                                   (dir / "x.safetensors").string());
+  auto not_adapter =
+      test::run_cli("fold " + base.string() + " " + base.string() + " -o " + (dir / "x.safetensors").string());
   CHECK(not_adapter.exit_code == 1);
   CHECK_THAT(not_adapter.output, Contains("not an Atelier adapter file"));
 }

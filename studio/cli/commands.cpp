@@ -6,11 +6,13 @@
 #include <iostream>
 
 #include "adapters/finetune.h"
+#include "adapters/lora_files.h"
 #include "core/image.h"
 #include "core/safetensors.h"
 #include "core/tensor_io.h"
 #include "core/torch_zip.h"
 #include "core/training_state.h"
+#include "diffusion/generate.h"
 #include "studio/runner.h"
 #include "studio/verify.h"
 
@@ -169,6 +171,49 @@ int fold(const std::string& base, const std::vector<std::string>& adapters, cons
   save_dit_model(out, plain, info, config);
   std::printf("wrote %s: %s + %zu adapter(s), %zu classes\n", out.c_str(), base.c_str(), adapters.size(),
               info.class_names.size());
+  return 0;
+}
+
+int lora_report(const std::string& file, const std::string& base, bool as_json) {
+  DiTModelInfo info;
+  DiT model = load_generator_model(base, &info);
+  const LoRAWeights lora = read_lora_file(file, lora_layer_paths(*model));
+  const LoRACompatibility c = check_lora(lora, *model);
+  if (as_json) {
+    std::cout << json{{"file", file},
+                      {"base", base},
+                      {"dialect", lora_dialect_name(lora.dialect)},
+                      {"matched", c.matched},
+                      {"unmatched", c.unmatched},
+                      {"mismatched", c.mismatched}}
+                     .dump(2)
+              << "\n";
+    return 0;
+  }
+  std::printf("%s: %s LoRA, %zu layer(s) against %s\n", file.c_str(), lora_dialect_name(lora.dialect),
+              lora.layers.size() + lora.unresolved.size(), base.c_str());
+  std::printf("  matched:    %zu\n", c.matched.size());
+  for (const auto& m : c.matched) std::printf("    %s\n", m.c_str());
+  std::printf("  unmatched:  %zu (no such layer in the base model)\n", c.unmatched.size());
+  for (const auto& m : c.unmatched) std::printf("    %s\n", m.c_str());
+  std::printf("  mismatched: %zu (shapes differ)\n", c.mismatched.size());
+  for (const auto& m : c.mismatched) std::printf("    %s\n", m.c_str());
+  return 0;
+}
+
+int convert_lora(const std::string& in, const std::string& out, const std::string& dialect, const std::string& base) {
+  const LoRADialect to = lora_dialect_by_name(dialect);
+  DiTModelInfo info;
+  DiT model = load_generator_model(base, &info);
+  LoRAWeights lora = read_lora_file(in, lora_layer_paths(*model));
+  to_lora(lora, *model, in);  // refuses files that do not fit the base
+  AdapterInfo a = lora.atelier;
+  a.base_hash = model_hash(*model);
+  if (a.classes.empty()) a.classes = info.class_names;
+  if (a.settings.is_null() || a.settings.empty()) a.settings = {{"input_size", model->config().input_size}};
+  write_lora_file(out, lora, to, a);
+  std::printf("wrote %s: %s LoRA, %zu layers (from %s)\n", out.c_str(), dialect.c_str(), lora.layers.size(),
+              lora_dialect_name(lora.dialect));
   return 0;
 }
 

@@ -17,6 +17,9 @@ struct RunArgs {
 int run_job(const RunArgs& args, const CancelToken& cancel);
 int list_jobs(const std::string& kind, bool as_json);
 int inspect(const std::string& file, bool as_json);
+// Compatibility report of a LoRA file (any dialect) against a base model.
+int lora_report(const std::string& file, const std::string& base, bool as_json);
+int convert_lora(const std::string& in, const std::string& out, const std::string& dialect, const std::string& base);
 int verify(const std::string& model, const std::string& reference, double tolerance);
 int convert(const std::string& in, const std::string& out, const std::string& select, const std::string& dtype);
 int fold(const std::string& base, const std::vector<std::string>& adapters, const std::vector<double>& weights,

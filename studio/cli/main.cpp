@@ -50,6 +50,9 @@ int main(int argc, char** argv) {
   auto* inspect_cmd = app.add_subcommand("inspect", "Show tensors, dtypes, shapes and metadata of a model file");
   inspect_cmd->add_option("file", file, ".safetensors, .pt/.ckpt/.bin, or a PNG/JPEG")->required();
   inspect_cmd->add_flag("--json", inspect_json, "machine-readable output");
+  std::string inspect_base;
+  inspect_cmd->add_option("--base", inspect_base,
+                          "for a LoRA file (Atelier, PEFT, kohya): report which layers fit this base model");
 
   std::string in, out, select, dtype;
   auto* convert_cmd = app.add_subcommand("convert", "Convert a torch checkpoint to safetensors");
@@ -57,6 +60,14 @@ int main(int argc, char** argv) {
   convert_cmd->add_option("output", out, "output .safetensors")->required();
   convert_cmd->add_option("--select", select, "keep only tensors under this key (e.g. ema), prefix removed");
   convert_cmd->add_option("--dtype", dtype, "cast floating tensors: f32, f16 or bf16");
+
+  std::string lora_in, lora_out, lora_to, lora_base;
+  auto* lora_cmd = app.add_subcommand("convert-lora", "Convert a LoRA between the Atelier, PEFT and kohya dialects");
+  lora_cmd->add_option("input", lora_in, "LoRA file (dialect detected)")->required();
+  lora_cmd->add_option("output", lora_out, "output .safetensors (PEFT: adapter_config.json is written beside it)")
+      ->required();
+  lora_cmd->add_option("--to", lora_to, "atelier, peft or kohya")->required();
+  lora_cmd->add_option("--base", lora_base, "the base model the LoRA belongs to")->required();
 
   std::string fold_base, fold_out;
   std::vector<std::string> fold_adapters;
@@ -88,7 +99,10 @@ int main(int argc, char** argv) {
       return atelier::cli::run_job(run, g_cancel);
     }
     if (*jobs_cmd) return atelier::cli::list_jobs(kind, jobs_json);
-    if (*inspect_cmd) return atelier::cli::inspect(file, inspect_json);
+    if (*inspect_cmd)
+      return inspect_base.empty() ? atelier::cli::inspect(file, inspect_json)
+                                  : atelier::cli::lora_report(file, inspect_base, inspect_json);
+    if (*lora_cmd) return atelier::cli::convert_lora(lora_in, lora_out, lora_to, lora_base);
     if (*verify_cmd) return atelier::cli::verify(verify_model_path, verify_reference, verify_tolerance);
     if (*convert_cmd) return atelier::cli::convert(in, out, select, dtype);
     if (*fold_cmd) return atelier::cli::fold(fold_base, fold_adapters, fold_weights, fold_out);

@@ -1,0 +1,165 @@
+// LoRA file dialects (Atelier, PEFT, kohya): the PyPI peft fixture (scripts/make_lora_fixtures.py) loaded
+// and matched, conversions between dialects giving identical merged weights, and the compatibility report.
+#include <catch2/catch.hpp>
+
+#include "adapters/lora_files.h"
+#include "core/atomic_file.h"
+#include "core/safetensors.h"
+#include "core/training_state.h"
+#include "diffusion/dit.h"
+#include "helpers.h"
+
+using namespace atelier;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path fixture(const std::string& name) {
+  return test::source_path("tests/fixtures/lora/" + name);
+}
+
+// The fixture script's model, layer for layer, calling its layers through LayerHooks.
+class TinyImpl : public torch::nn::Module {
+ public:
+  TinyImpl() {
+    conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3).padding(1)));
+    auto attn = register_module("attn", std::make_shared<torch::nn::Module>());
+    qkv = attn->register_module("qkv", torch::nn::Linear(8, 24));
+    proj = attn->register_module("proj", torch::nn::Linear(8, 8));
+    auto mlp = register_module("mlp", std::make_shared<torch::nn::Module>());
+    fc1 = mlp->register_module("fc1", torch::nn::Linear(8, 32));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    torch::NoGradGuard no_grad;
+    auto t = hooks.conv2d(*conv, x).flatten(2).transpose(1, 2);
+    auto q = hooks.linear(*qkv, t).narrow(-1, 0, 8) + hooks.linear(*proj, t);
+    return hooks.linear(*fc1, torch::gelu(q));
+  }
+  torch::nn::Conv2d conv{nullptr};
+  torch::nn::Linear qkv{nullptr}, proj{nullptr}, fc1{nullptr};
+  LayerHooks hooks;
+};
+TORCH_MODULE(Tiny);
+
+Tiny load_tiny() {
+  Tiny m;
+  load_module_tensors(*m, safetensors::load(fixture("base.safetensors")).tensors, "", "base.safetensors");
+  return m;
+}
+
+TensorMap merged_weights(const LoRAWeights& w) {
+  Tiny m = load_tiny();
+  to_lora(w, *m, "test").merge(*m);
+  return module_tensors(*m);
+}
+
+}  // namespace
+
+TEST_CASE("A PEFT LoRA saved by the PyPI peft package loads and matches peft's outputs", "[lora][parity]") {
+  const TensorMap io = safetensors::load(fixture("io.safetensors")).tensors;
+  Tiny m = load_tiny();
+  const auto x = io.at("x");
+  CHECK(test::max_abs_diff(m->forward(x), io.at("out_base")) <= 1e-6);
+
+  const LoRAWeights w = read_lora_file(fixture("peft/adapter_model.safetensors"), lora_layer_paths(*m));
+  CHECK(w.dialect == LoRADialect::PEFT);
+  REQUIRE(w.layers.size() == 4);
+  CHECK(w.layers.at("attn.qkv").alpha == 8.0);  // lora_alpha 8, r 4: scale 2
+  LoRA lora = to_lora(w, *m, "peft fixture");
+  lora.attach(m->hooks, *m);
+  CHECK(test::max_abs_diff(m->forward(x), io.at("out_lora")) <= 1e-5);  // attached (unmerged) path
+  lora.detach(m->hooks);
+  lora.merge(*m);
+  CHECK(test::max_abs_diff(m->forward(x), io.at("out_merged")) <= 1e-5);
+  for (const auto& [name, t] : module_tensors(*m)) CHECK(test::max_abs_diff(t, io.at("merged." + name)) <= 1e-6);
+}
+
+TEST_CASE("kohya <-> PEFT <-> Atelier conversions give identical merged weights", "[lora][dialects]") {
+  test::TempDir dir;
+  Tiny m = load_tiny();
+  const auto paths = lora_layer_paths(*m);
+  const LoRAWeights peft = read_lora_file(fixture("peft/adapter_model.safetensors"), paths);
+  const TensorMap reference = merged_weights(peft);
+
+  write_lora_file(dir / "kohya.safetensors", peft, LoRADialect::Kohya);
+  const LoRAWeights kohya = read_lora_file(dir / "kohya.safetensors", paths);
+  CHECK(kohya.dialect == LoRADialect::Kohya);
+  CHECK(safetensors::load(dir / "kohya.safetensors").tensors.count("lora_unet_attn_qkv.lora_down.weight") == 1);
+
+  AdapterInfo info;
+  info.base_hash = model_hash(*m);
+  write_lora_file(dir / "atelier.safetensors", kohya, LoRADialect::Atelier, info);
+  const LoRAWeights atelier = read_lora_file(dir / "atelier.safetensors", paths);
+  CHECK(atelier.dialect == LoRADialect::Atelier);
+  CHECK(atelier.atelier.base_hash == info.base_hash);
+
+  fs::create_directories(dir / "peft");
+  write_lora_file(dir / "peft/adapter_model.safetensors", atelier, LoRADialect::PEFT);
+  const LoRAWeights back = read_lora_file(dir / "peft/adapter_model.safetensors", paths);
+  CHECK(load_json_file(dir / "peft/adapter_config.json")["lora_alpha"] == 8.0);
+
+  for (const LoRAWeights* w : {&kohya, &atelier, &back}) {
+    const TensorMap merged = merged_weights(*w);
+    for (const auto& [name, t] : reference) CHECK(torch::equal(merged.at(name), t));
+  }
+}
+
+TEST_CASE("PEFT scales: rsLoRA, alpha_pattern and a missing config", "[lora][dialects]") {
+  test::TempDir dir;
+  Tiny m = load_tiny();
+  const auto paths = lora_layer_paths(*m);
+  fs::create_directories(dir / "a");
+  fs::copy_file(fixture("peft/adapter_model.safetensors"), dir / "a/adapter_model.safetensors");
+  // No adapter_config.json: scale 1 (alpha = rank).
+  CHECK(read_lora_file(dir / "a/adapter_model.safetensors", paths).layers.at("attn.qkv").alpha == 4.0);
+  write_file_atomic(dir / "a/adapter_config.json",
+                    json{{"r", 4}, {"lora_alpha", 8}, {"use_rslora", true}, {"alpha_pattern", {{"fc1", 2}}}}.dump());
+  const auto w = read_lora_file(dir / "a/adapter_model.safetensors", paths);
+  CHECK(w.layers.at("attn.qkv").alpha == Approx(8.0 / 2.0 * 4.0));  // scale alpha / sqrt(r) = 4
+  CHECK(w.layers.at("mlp.fc1").alpha == Approx(2.0 / 2.0 * 4.0));
+}
+
+TEST_CASE("LoRA compatibility report lists matched, unmatched and mismatched layers", "[lora][dialects][cli]") {
+  test::TempDir dir;
+  torch::manual_seed(0);
+  DiTConfig c = dit_preset("DiT-T/4");
+  c.input_size = 8;
+  c.in_channels = 3;
+  c.hidden_size = 32;
+  c.depth = 1;
+  c.num_heads = 2;
+  c.num_classes = 2;
+  DiT dit(c);
+  Metadata meta = {{"dit.config", to_json(c).dump()}, {"classes", R"(["a","b"])"}, {"data", "null"},
+                   {"diffusion.schedule", "linear"}, {"diffusion.prediction", "eps"},
+                   {"diffusion.num_train_timesteps", "1000"}};
+  safetensors::save(dir / "base.safetensors", module_tensors(*dit), meta);
+  LoRAWeights w = from_lora(LoRA::create(*dit, {"attn.qkv", "attn.proj", "mlp.fc1"}, {4, 4.0, 0.0}));
+  w.layers["blocks.0.attn.proj"].down = torch::zeros({4, 16});  // wrong input width
+  w.layers["blocks.7.attn.qkv"] = w.layers["blocks.0.attn.qkv"];  // a block the model lacks
+  write_lora_file(dir / "kohya.safetensors", w, LoRADialect::Kohya);
+  auto r = test::run_cli("inspect " + (dir / "kohya.safetensors").string() + " --base " +
+                         (dir / "base.safetensors").string());
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK_THAT(r.output, Contains("kohya LoRA") && Contains("matched:    2") && Contains("unmatched:  1") &&
+                           Contains("lora_unet_blocks_7_attn_qkv") && Contains("mismatched: 1") &&
+                           Contains("blocks.0.attn.proj"));
+  auto bad = test::run_cli("convert-lora " + (dir / "kohya.safetensors").string() + " " +
+                           (dir / "out.safetensors").string() + " --to peft --base " +
+                           (dir / "base.safetensors").string());
+  CHECK(bad.exit_code == 1);
+  CHECK_THAT(bad.output, Contains("2 LoRA layer(s) do not fit the model"));
+  CHECK_FALSE(fs::exists(dir / "out.safetensors"));
+
+  w.layers.erase("blocks.7.attn.qkv");
+  w.layers.erase("blocks.0.attn.proj");
+  write_lora_file(dir / "ok.safetensors", w, LoRADialect::Kohya);
+  auto ok = test::run_cli("convert-lora " + (dir / "ok.safetensors").string() + " " +
+                          (dir / "ok-atelier.safetensors").string() + " --to atelier --base " +
+                          (dir / "base.safetensors").string());
+  INFO(ok.output);
+  CHECK(ok.exit_code == 0);
+  CHECK(load_adapter(dir / "ok-atelier.safetensors").info.base_hash == model_hash(*dit));
+}
