@@ -6,6 +6,7 @@
 #include <chrono>
 #include <filesystem>
 
+#include "adapters/ortho.h"
 #include "core/atomic_file.h"
 #include "core/metrics.h"
 #include "core/probe.h"
@@ -16,21 +17,6 @@
 
 namespace atelier {
 namespace {
-
-// A module view over named tensors ('.' becomes '/'), so any set of tensors (a subset of a network,
-// LoRA factors, their EMA) checkpoints through TrainingParts. `copy`: own clones instead of views.
-class TensorSetImpl : public torch::nn::Module {
- public:
-  TensorSetImpl(const std::vector<std::pair<std::string, torch::Tensor>>& tensors, bool copy) {
-    for (const auto& [name, t] : tensors) {
-      std::string key = name;
-      std::replace(key.begin(), key.end(), '.', '/');
-      values.push_back(register_parameter(key, copy ? t.detach().clone() : t, !copy && t.requires_grad()));
-    }
-  }
-  std::vector<torch::Tensor> values;
-};
-TORCH_MODULE(TensorSet);
 
 double peak_rss_mb() {
   rusage usage{};
@@ -72,9 +58,19 @@ DiT load_adapted_model(const std::string& base, const std::vector<std::string>& 
   DiTModelInfo i;
   DiT model = load_generator_model(base, &i);
   const std::string hash = adapters.empty() ? std::string() : model_hash(*model);
+  std::vector<AdapterFile> files;
+  std::vector<std::pair<std::string, OrthoAllocation>> allocations;
+  for (const auto& path : adapters) {
+    files.push_back(with_context([&] { return load_adapter(path); }, "field 'adapters'"));
+    if (const auto& o = files.back().info.settings; o.contains("ortho"))
+      allocations.emplace_back(
+          path, OrthoAllocation{o["ortho"]["seed"].get<std::uint64_t>(), o["ortho"]["first"].get<std::int64_t>(),
+                                o["ortho"]["rank"].get<std::int64_t>()});
+  }
+  check_disjoint(allocations);
   for (std::size_t k = 0; k < adapters.size(); ++k) {
     const double w = weights.empty() ? 1.0 : weights[k];
-    AdapterFile a = with_context([&] { return load_adapter(adapters[k]); }, "field 'adapters'");
+    const AdapterFile& a = files[k];
     auto lora = apply_adapter(model, i, a, adapters[k], base, hash, w);
     if (lora && loras != nullptr) loras->emplace_back(std::move(*lora), w);
     if (!a.info.config.is_null() && a.info.config.contains("data")) i.data = a.info.config["data"];

@@ -114,8 +114,7 @@ LoRAWeights read_lora_file(const std::filesystem::path& path, const std::vector<
         const std::string p = prefix;
         if (stem.rfind(p, 0) != 0) continue;
         const std::string candidate = stem.substr(p.size());
-        if (layer_paths.empty() ||
-            std::find(layer_paths.begin(), layer_paths.end(), candidate) != layer_paths.end()) {
+        if (layer_paths.empty() || std::find(layer_paths.begin(), layer_paths.end(), candidate) != layer_paths.end()) {
           layer = candidate;
           break;
         }
@@ -128,8 +127,8 @@ LoRAWeights read_lora_file(const std::filesystem::path& path, const std::vector<
     if (k.alpha != nullptr) {
       if (auto a = f.tensors.find(stem + k.alpha); a != f.tensors.end()) lw.alpha = a->second.item<double>();
     } else if (config.contains("lora_alpha")) {
-      const double alpha = pattern_value(config.value("alpha_pattern", json::object()), layer,
-                                         config.value("lora_alpha", rank));
+      const double alpha =
+          pattern_value(config.value("alpha_pattern", json::object()), layer, config.value("lora_alpha", rank));
       const double scale = config.value("use_rslora", false) ? alpha / std::sqrt(rank) : alpha / rank;
       lw.alpha = scale * rank;
     }
@@ -160,9 +159,15 @@ void write_lora_file(const std::filesystem::path& path, const LoRAWeights& lora,
     // One r and lora_alpha for the file; layers that differ go into rank_pattern / alpha_pattern.
     const auto& first = lora.layers.begin()->second;
     const auto r = first.down.size(0);
-    json config = {{"peft_type", "LORA"}, {"r", r}, {"lora_alpha", first.alpha}, {"use_rslora", false},
-                   {"lora_dropout", 0.0}, {"bias", "none"}, {"fan_in_fan_out", false},
-                   {"target_modules", json::array()}, {"rank_pattern", json::object()},
+    json config = {{"peft_type", "LORA"},
+                   {"r", r},
+                   {"lora_alpha", first.alpha},
+                   {"use_rslora", false},
+                   {"lora_dropout", 0.0},
+                   {"bias", "none"},
+                   {"fan_in_fan_out", false},
+                   {"target_modules", json::array()},
+                   {"rank_pattern", json::object()},
                    {"alpha_pattern", json::object()}};
     for (const auto& [layer, w] : lora.layers) {
       config["target_modules"].push_back(layer);

@@ -145,7 +145,18 @@ std::optional<LoRA> apply_adapter(DiT& model, DiTModelInfo& info, const AdapterF
     model->set_input_size(size, static_cast<double>(model->config().input_size / model->config().patch_size));
   TensorMap dit_tensors;
   for (const auto& [name, t] : adapter.tensors)
-    if (!is_lora_tensor(name)) dit_tensors[name] = t;
+    if (!is_lora_tensor(name) && name != "concept.embedding") dit_tensors[name] = t;
+  if (auto it = adapter.tensors.find("concept.embedding"); it != adapter.tensors.end()) {
+    // A concept's token: a new label row before the null row.
+    const auto& old = model->y_table->weight;
+    const auto k = model->config().num_classes;
+    if (a.classes.size() != 1) fail(adapter_source, ": a concept adapter names exactly one class");
+    if (std::find(info.class_names.begin(), info.class_names.end(), a.classes[0]) != info.class_names.end())
+      fail(adapter_source, ": concept '", a.classes[0], "' is already a class of the model (applied twice?)");
+    model->set_label_table(torch::cat({old.narrow(0, 0, k).detach(), it->second.to(old.options()).view({1, -1}),
+                                       old.narrow(0, k, old.size(0) - k).detach()}));
+    info.class_names.push_back(a.classes[0]);
+  }
   if (auto it = dit_tensors.find("y_embedder.embedding_table.weight"); it != dit_tensors.end()) {
     model->set_label_table(it->second);
     info.class_names = a.classes;
@@ -164,7 +175,7 @@ std::optional<LoRA> apply_adapter(DiT& model, DiTModelInfo& info, const AdapterF
     p->copy_(t);
   }
   info.dit = model->config();
-  if (a.method != "lora") return std::nullopt;
+  if (a.method != "lora" && a.method != "ortho_lora") return std::nullopt;
   TensorMap lora_tensors;
   for (const auto& [name, t] : adapter.tensors)
     if (is_lora_tensor(name)) lora_tensors[name] = t;

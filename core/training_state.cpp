@@ -195,6 +195,14 @@ std::int64_t restore_training_parts(const fs::path& run_dir, const TrainingParts
   return state->step;
 }
 
+TensorSetImpl::TensorSetImpl(const std::vector<std::pair<std::string, torch::Tensor>>& tensors, bool copy) {
+  for (const auto& [name, t] : tensors) {
+    std::string key = name;
+    std::replace(key.begin(), key.end(), '.', '/');
+    values.push_back(register_parameter(key, copy ? t.detach().clone() : t, !copy && t.requires_grad()));
+  }
+}
+
 void ema_update(torch::nn::Module& ema, const torch::nn::Module& model, double decay) {
   torch::NoGradGuard no_grad;
   auto ema_params = ema.parameters(true);

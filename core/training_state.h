@@ -49,6 +49,15 @@ std::filesystem::path save_training_parts(const std::filesystem::path& run_dir, 
 // Restores the parts from the newest checkpoint; returns its step, or 0 when the run has none.
 std::int64_t restore_training_parts(const std::filesystem::path& run_dir, const TrainingParts& parts);
 
+// A module view over named tensors ('.' in names becomes '/'), so any set of tensors (a subset of a
+// network, LoRA factors, their EMA) checkpoints through TrainingParts. `copy`: own clones, not views.
+class TensorSetImpl : public torch::nn::Module {
+ public:
+  TensorSetImpl(const std::vector<std::pair<std::string, torch::Tensor>>& tensors, bool copy);
+  std::vector<torch::Tensor> values;
+};
+TORCH_MODULE(TensorSet);
+
 // Exponential moving average of a module's parameters (buffers copied).
 void ema_update(torch::nn::Module& ema, const torch::nn::Module& model, double decay);
 

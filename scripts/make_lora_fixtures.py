@@ -13,7 +13,9 @@ own save_pretrained in the PEFT format. The forward of the model is:
   base.safetensors            the base model's state_dict
   peft/adapter_model.safetensors, peft/adapter_config.json   PEFT's save_pretrained output
   io.safetensors              x, out_base (base model), out_lora (PEFT model, adapter active),
-                              out_merged (after merge_and_unload), merged.<name> (merged weights)
+                              out_merged (after merge_and_unload), merged.<name> (merged weights),
+                              ortho_basis_24_seed7: the orthogonal-adaptation basis of width 24, seed 7,
+                              by the documented recipe (adapters/ortho.h)
 
 Usage: /work/fixtures-venv/bin/python scripts/make_lora_fixtures.py
 """
@@ -84,6 +86,9 @@ def main():
     io = {"x": x, "out_base": out_base, "out_lora": out_lora, "out_merged": out_merged}
     for k, v in merged.state_dict().items():
         io["merged." + k] = v.contiguous()
+    g = torch.randn(24, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    q, r = torch.linalg.qr(g)
+    io["ortho_basis_24_seed7"] = (q * torch.sign(torch.diagonal(r)).unsqueeze(0)).contiguous()
     save_file(io, os.path.join(OUT, "io.safetensors"), metadata={"peft": __import__("peft").__version__})
     print("wrote", OUT, json.load(open(os.path.join(OUT, "peft", "adapter_config.json")))["target_modules"])
 

@@ -1,3 +1,4 @@
+#include "adapters/concept.h"
 #include "adapters/finetune.h"
 #include "core/probe.h"
 #include "diffusion/generate.h"
@@ -25,6 +26,16 @@ void register_builtin_jobs(JobRegistry& registry) {
                                "Adapt a DiT to a Shapes target domain: DiffFit, BitFit, full fine-tuning or LoRA, "
                                "with before/after grids, adapter file and metrics",
                                &finetune_job);
+  registry.add<ConceptConfig>("lora", "Teach a base DiT one concept (image folder or Shapes glyph): a new token + LoRA",
+                              &lora_concept_job);
+  registry.add<ConceptConfig>("ortho_lora",
+                              "Teach a concept with orthogonal LoRA (frozen basis columns), so concepts merge by "
+                              "summation",
+                              &ortho_concept_job);
+  registry.add<MergeConfig>("merge",
+                            "Merge concept adapters into one standalone model with every concept's token, plus "
+                            "a preview row per concept",
+                            &merge_job);
 }
 
 }  // namespace atelier

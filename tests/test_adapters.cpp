@@ -103,7 +103,8 @@ TEST_CASE("LoRA: a fresh LoRA changes nothing; attached equals merged; unmerge r
   DiT m = random_dit(1);
   const auto in = inputs(m);
   const auto base = run(m, in);
-  const TensorMap before = module_tensors(*m);
+  TensorMap before;  // copies: module_tensors shares the parameters' storage
+  for (const auto& [name, t] : module_tensors(*m)) before[name] = t.clone();
   LoRA lora = LoRA::create(*m, {"attn.qkv", "mlp.fc1", "x_embedder.proj"}, {4, 8.0, 0.0});
   CHECK(lora.paths().size() == 2 * 4 + 1);  // qkv and fc1 in 4 blocks + the patch-embedding conv
   lora.attach(m->hooks(), *m);
@@ -119,6 +120,8 @@ TEST_CASE("LoRA: a fresh LoRA changes nothing; attached equals merged; unmerge r
   CHECK(m->hooks().empty());
   lora.merge(*m, 1.0);
   CHECK(test::max_abs_diff(run(m, in), attached) <= 1e-5);
+  CHECK(test::max_abs_diff(m->blocks[0]->as<DiTBlockImpl>()->qkv->weight, before.at("blocks.0.attn.qkv.weight")) >
+        1e-3);
   lora.unmerge(*m, 1.0);
   for (const auto& [name, t] : module_tensors(*m)) CHECK(test::max_abs_diff(t, before.at(name)) <= 1e-6);
 

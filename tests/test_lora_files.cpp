@@ -131,12 +131,12 @@ TEST_CASE("LoRA compatibility report lists matched, unmatched and mismatched lay
   c.num_heads = 2;
   c.num_classes = 2;
   DiT dit(c);
-  Metadata meta = {{"dit.config", to_json(c).dump()}, {"classes", R"(["a","b"])"}, {"data", "null"},
-                   {"diffusion.schedule", "linear"}, {"diffusion.prediction", "eps"},
-                   {"diffusion.num_train_timesteps", "1000"}};
+  Metadata meta = {
+      {"dit.config", to_json(c).dump()}, {"classes", R"(["a","b"])"},     {"data", "null"},
+      {"diffusion.schedule", "linear"},  {"diffusion.prediction", "eps"}, {"diffusion.num_train_timesteps", "1000"}};
   safetensors::save(dir / "base.safetensors", module_tensors(*dit), meta);
   LoRAWeights w = from_lora(LoRA::create(*dit, {"attn.qkv", "attn.proj", "mlp.fc1"}, {4, 4.0, 0.0}));
-  w.layers["blocks.0.attn.proj"].down = torch::zeros({4, 16});  // wrong input width
+  w.layers["blocks.0.attn.proj"].down = torch::zeros({4, 16});    // wrong input width
   w.layers["blocks.7.attn.qkv"] = w.layers["blocks.0.attn.qkv"];  // a block the model lacks
   write_lora_file(dir / "kohya.safetensors", w, LoRADialect::Kohya);
   auto r = test::run_cli("inspect " + (dir / "kohya.safetensors").string() + " --base " +
@@ -146,9 +146,9 @@ TEST_CASE("LoRA compatibility report lists matched, unmatched and mismatched lay
   CHECK_THAT(r.output, Contains("kohya LoRA") && Contains("matched:    2") && Contains("unmatched:  1") &&
                            Contains("lora_unet_blocks_7_attn_qkv") && Contains("mismatched: 1") &&
                            Contains("blocks.0.attn.proj"));
-  auto bad = test::run_cli("convert-lora " + (dir / "kohya.safetensors").string() + " " +
-                           (dir / "out.safetensors").string() + " --to peft --base " +
-                           (dir / "base.safetensors").string());
+  auto bad =
+      test::run_cli("convert-lora " + (dir / "kohya.safetensors").string() + " " + (dir / "out.safetensors").string() +
+                    " --to peft --base " + (dir / "base.safetensors").string());
   CHECK(bad.exit_code == 1);
   CHECK_THAT(bad.output, Contains("2 LoRA layer(s) do not fit the model"));
   CHECK_FALSE(fs::exists(dir / "out.safetensors"));
