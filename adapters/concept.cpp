@@ -44,7 +44,9 @@ class ConceptImages {
     for (std::int64_t i = 0; i < n; ++i) idx.push_back(static_cast<std::size_t>(first + i) % folder_->size());
     return folder_->batch(idx, size_, rng).first;
   }
-  torch::Tensor references(std::int64_t n) const { return batch(0, folder_ ? std::min<std::int64_t>(n, folder_->size()) : n, nullptr, 2); }
+  torch::Tensor references(std::int64_t n) const {
+    return batch(0, folder_ ? std::min<std::int64_t>(n, folder_->size()) : n, nullptr, 2);
+  }
   // Probe label of a Shapes glyph concept; -1 for image folders.
   std::int64_t probe_label() const { return glyph_.empty() ? -1 : probe_label_of(glyph_); }
 
@@ -57,8 +59,8 @@ class ConceptImages {
 
 // Samples of `label` and how well they show the concept: probe-feature cosine to its real images, and
 // the probe's glyph accuracy (Shapes glyph concepts).
-json concept_identity(DiT& model, const DiTModelInfo& info, std::int64_t label, const json& settings,
-                      std::int64_t n, std::int64_t steps, double cfg, std::uint64_t seed, ProbeNet* probe) {
+json concept_identity(DiT& model, const DiTModelInfo& info, std::int64_t label, const json& settings, std::int64_t n,
+                      std::int64_t steps, double cfg, std::uint64_t seed, ProbeNet* probe) {
   SamplerSettings s;
   s.steps = steps;
   s.cfg_scale = cfg;
@@ -85,9 +87,8 @@ void concept_job(const ConceptConfig& c, JobContext& ctx, bool ortho) {
   if (std::find(info.class_names.begin(), info.class_names.end(), name) != info.class_names.end())
     fail("field 'concept': the base model already has a class '", name, "'; choose another token name");
   const auto size = model->config().input_size;
-  json settings = {{"input_size", size},        {"concept", name},       {"images", c.images},
-                   {"glyph", c.glyph},          {"styles", c.styles},    {"lora_rank", c.rank},
-                   {"lora_alpha", c.alpha},     {"lora_targets", c.targets}};
+  json settings = {{"input_size", size}, {"concept", name},     {"images", c.images},    {"glyph", c.glyph},
+                   {"styles", c.styles}, {"lora_rank", c.rank}, {"lora_alpha", c.alpha}, {"lora_targets", c.targets}};
   const ConceptImages data(settings, static_cast<int>(size));
 
   // The concept's token: a new label row before the null row, N(0, 0.02) as DiT initialises labels.
@@ -96,7 +97,8 @@ void concept_job(const ConceptConfig& c, JobContext& ctx, bool ortho) {
   {
     const auto& old = model->y_table->weight;
     auto row = init_rng.randn({1, old.size(1)}) * 0.02;
-    model->set_label_table(torch::cat({old.narrow(0, 0, label).detach(), row, old.narrow(0, label, old.size(0) - label).detach()}));
+    model->set_label_table(
+        torch::cat({old.narrow(0, 0, label).detach(), row, old.narrow(0, label, old.size(0) - label).detach()}));
   }
   info.class_names.push_back(name);
   info.dit = model->config();
@@ -132,10 +134,10 @@ void concept_job(const ConceptConfig& c, JobContext& ctx, bool ortho) {
   named.emplace_back("y_embedder.embedding_table.weight", table);
   TensorSet train_set(named, false);
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(lora_params, std::make_unique<torch::optim::AdamWOptions>(
-                                       torch::optim::AdamWOptions(c.lr).weight_decay(0)));
+  groups.emplace_back(lora_params,
+                      std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(c.lr).weight_decay(0)));
   groups.emplace_back(std::vector<torch::Tensor>{table}, std::make_unique<torch::optim::AdamWOptions>(
-                                                            torch::optim::AdamWOptions(c.token_lr).weight_decay(0)));
+                                                             torch::optim::AdamWOptions(c.token_lr).weight_decay(0)));
   torch::optim::AdamW opt(groups, torch::optim::AdamWOptions(c.lr).weight_decay(0));
   std::int64_t trainable = lora_params.empty() ? 0 : 0;
   for (const auto& p : lora_params) trainable += p.numel();
@@ -161,8 +163,8 @@ void concept_job(const ConceptConfig& c, JobContext& ctx, bool ortho) {
     torch::NoGradGuard no_grad;
     model->eval();
     DiTModelInfo only = info;
-    save_class_grid(model, only, 4, c.sample_steps, c.cfg_scale, static_cast<std::uint64_t>(c.seed) + 3,
-                    ctx.path(file), title);
+    save_class_grid(model, only, 4, c.sample_steps, c.cfg_scale, static_cast<std::uint64_t>(c.seed) + 3, ctx.path(file),
+                    title);
     ctx.report.artifact(file, ctx.path(file));
     model->train();
   };
@@ -225,8 +227,12 @@ void merge_job(const MergeConfig& c, JobContext& ctx) {
   std::vector<double> weights = c.weights;
   if (weights.empty()) weights.assign(c.adapters.size(), 0.6);
   DiTModelInfo base_info;
-  const auto base_classes = with_context([&] { load_generator_model(c.base, &base_info); return base_info.class_names; },
-                                         "field 'base'");
+  const auto base_classes = with_context(
+      [&] {
+        load_generator_model(c.base, &base_info);
+        return base_info.class_names;
+      },
+      "field 'base'");
   const auto t0 = std::chrono::steady_clock::now();
   DiTModelInfo info;
   std::vector<std::pair<LoRA, double>> loras;
@@ -264,9 +270,9 @@ void merge_job(const MergeConfig& c, JobContext& ctx) {
     ProbeNet probe = load_probe(c.probe);
     for (std::size_t k = 0; k < c.adapters.size(); ++k) {
       const AdapterFile a = load_adapter(c.adapters[k]);
-      json id = concept_identity(merged, info, static_cast<std::int64_t>(base_classes.size() + k), a.info.settings,
-                                 c.eval_samples, c.sample_steps, c.cfg_scale, static_cast<std::uint64_t>(c.seed) + 5,
-                                 &probe);
+      json id =
+          concept_identity(merged, info, static_cast<std::int64_t>(base_classes.size() + k), a.info.settings,
+                           c.eval_samples, c.sample_steps, c.cfg_scale, static_cast<std::uint64_t>(c.seed) + 5, &probe);
       id["adapter"] = c.adapters[k];
       metrics["concepts"].push_back(id);
     }

@@ -15,8 +15,8 @@ namespace atelier {
 
 struct ConceptConfig {
   std::string base = "assets/models/dit_shapes.safetensors";
-  std::string token;  // the concept token's name (empty: the glyph's or the folder's name)
-  std::string images;   // folder of the concept's images (empty: the Shapes glyph below)
+  std::string token;   // the concept token's name (empty: the glyph's or the folder's name)
+  std::string images;  // folder of the concept's images (empty: the Shapes glyph below)
   std::string glyph = "spiral";
   std::vector<std::string> styles{"flat"};
   std::int64_t rank = 20;
@@ -51,8 +51,7 @@ struct ConceptConfig {
     v("alpha", alpha, "LoRA alpha (scale = alpha / rank)", Range{0, 1e6});
     v("targets", targets, "LoRA target layers (path tails or globs)");
     v("ortho_seed", ortho_seed, "ortho_lora: seed of the shared orthogonal bases", Range{0, 9e15});
-    v("ortho_slot", ortho_slot, "ortho_lora: this concept's columns are slot*rank .. slot*rank+rank-1",
-      Range{0, 1e6});
+    v("ortho_slot", ortho_slot, "ortho_lora: this concept's columns are slot*rank .. slot*rank+rank-1", Range{0, 1e6});
     v("steps", steps, "optimizer steps", Range{1, 1e9});
     v("batch", batch, "images per step", Range{1, 65536});
     v("lr", lr, "AdamW learning rate of the LoRA factors", Range{0, 1});

@@ -45,8 +45,7 @@ TEST_CASE("The orthogonal basis follows its documented recipe (PyPI torch refere
   CHECK(test::max_abs_diff(basis.t().matmul(basis), torch::eye(24, torch::kDouble)) <= 1e-12);
 }
 
-TEST_CASE("Orthogonal LoRAs of disjoint slots: B_i^T B_j = 0, and each update is recovered from the merge",
-          "[ortho]") {
+TEST_CASE("Orthogonal LoRAs of disjoint slots: B_i^T B_j = 0, and each update is recovered from the merge", "[ortho]") {
   DiT m = small_dit();
   TensorMap base;  // copies: module_tensors shares the parameters' storage
   for (const auto& [name, t] : module_tensors(*m)) base[name] = t.clone();
@@ -85,18 +84,24 @@ TEST_CASE("Orthogonal LoRAs of disjoint slots: B_i^T B_j = 0, and each update is
   CHECK_NOTHROW(check_disjoint({{"a", {7, 0, 4}}, {"b", {8, 0, 4}}, {"c", {7, 4, 4}}}));
 }
 
-TEST_CASE("ortho_lora and lora concept jobs, then merge: one model with every concept's token",
-          "[ortho][cli]") {
+TEST_CASE("ortho_lora and lora concept jobs, then merge: one model with every concept's token", "[ortho][cli]") {
   test::TempDir dir;
-  json base = {{"kind", "train_base"}, {"model", "DiT-T/4"}, {"hidden_size", 32},       {"depth", 2},
-               {"num_heads", 2},       {"image_size", 16},   {"steps", 2},              {"batch", 4},
-               {"val_every", 1000},    {"sample_every", 1000}, {"sample_steps", 2},     {"classes", {"circle", "square"}}};
+  json base = {{"kind", "train_base"}, {"model", "DiT-T/4"},   {"hidden_size", 32}, {"depth", 2},
+               {"num_heads", 2},       {"image_size", 16},     {"steps", 2},        {"batch", 4},
+               {"val_every", 1000},    {"sample_every", 1000}, {"sample_steps", 2}, {"classes", {"circle", "square"}}};
   REQUIRE(run_job(dir, base, "base").exit_code == 0);
   const auto base_file = (dir / "base/model.safetensors").string();
   auto train_concept = [&](const std::string& kind, const std::string& glyph, int slot) {
-    json j = {{"kind", kind},     {"base", base_file}, {"glyph", glyph},  {"rank", 4},
-              {"alpha", 4},       {"ortho_slot", slot}, {"steps", 3},     {"batch", 4},
-              {"sample_steps", 2}, {"eval_samples", 4},
+    json j = {{"kind", kind},
+              {"base", base_file},
+              {"glyph", glyph},
+              {"rank", 4},
+              {"alpha", 4},
+              {"ortho_slot", slot},
+              {"steps", 3},
+              {"batch", 4},
+              {"sample_steps", 2},
+              {"eval_samples", 4},
               {"probe", test::source_path("assets/models/probe.safetensors").string()}};
     auto r = run_job(dir, j, glyph);
     INFO(r.output);
@@ -112,8 +117,12 @@ TEST_CASE("ortho_lora and lora concept jobs, then merge: one model with every co
   CHECK(a.tensors.count("concept.embedding") == 1);
   CHECK(load_json_file(dir / "spiral/metrics.json").contains("feature_cosine"));
 
-  json merge = {{"kind", "merge"},     {"base", base_file},    {"adapters", {spiral, bolt, key}},
-                {"per_concept", 2},    {"sample_steps", 2},    {"eval_samples", 4},
+  json merge = {{"kind", "merge"},
+                {"base", base_file},
+                {"adapters", {spiral, bolt, key}},
+                {"per_concept", 2},
+                {"sample_steps", 2},
+                {"eval_samples", 4},
                 {"probe", test::source_path("assets/models/probe.safetensors").string()}};
   auto r = run_job(dir, merge, "merged");
   INFO(r.output);
