@@ -6,6 +6,8 @@
 #include <atomic>
 #include <cstdio>
 
+#include "core/atomic_file.h"
+
 namespace atelier::test {
 namespace fs = std::filesystem;
 
@@ -40,6 +42,35 @@ fs::path source_path(const std::string& relative) {
 
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
+}
+
+CommandResult run_job_file(const TempDir& dir, const nlohmann::json& job, const std::string& name) {
+  const auto path = dir / (name + ".json");
+  write_file_atomic(path, job.dump());
+  return run_cli("run -q " + path.string() + " --run-dir " + (dir / name).string());
+}
+
+DiTConfig tiny_dit_config(std::int64_t hidden, std::int64_t depth, std::int64_t size, std::int64_t channels,
+                          std::int64_t classes) {
+  DiTConfig c = dit_preset("DiT-T/4");
+  c.hidden_size = hidden;
+  c.depth = depth;
+  c.num_heads = 2;
+  c.patch_size = 2;
+  c.input_size = size;
+  c.in_channels = channels;
+  c.num_classes = classes;
+  return c;
+}
+
+nlohmann::json tiny_base_job(std::int64_t seed) {
+  return {{"kind", "train_base"}, {"model", "DiT-T/4"},
+          {"hidden_size", 32},    {"depth", 2},
+          {"num_heads", 2},       {"image_size", 16},
+          {"steps", 2},           {"batch", 4},
+          {"warmup", 1},          {"sample_steps", 2},
+          {"val_every", 1000},    {"sample_every", 1000},
+          {"seed", seed},         {"classes", {"circle", "square"}}};
 }
 
 }  // namespace atelier::test

@@ -5,6 +5,9 @@
 #include <filesystem>
 #include <string>
 
+#include "core/config.h"
+#include "diffusion/dit.h"
+
 namespace atelier::test {
 
 // A fresh, empty folder under the system temp dir, removed when the object dies.
@@ -25,6 +28,17 @@ struct CommandResult {
 };
 // Runs `atelier <args>` through the shell (args are passed verbatim).
 CommandResult run_cli(const std::string& args);
+
+// Writes `job` to <dir>/<name>.json and runs it with `atelier run -q` into <dir>/<name>.
+CommandResult run_job_file(const TempDir& dir, const nlohmann::json& job, const std::string& name);
+
+// A tiny DiT config for tests: `hidden` wide, `depth` blocks of 2 heads, patch 2 on `size`x`size`
+// inputs with `channels` channels and `classes` classes.
+DiTConfig tiny_dit_config(std::int64_t hidden = 32, std::int64_t depth = 2, std::int64_t size = 8,
+                          std::int64_t channels = 3, std::int64_t classes = 2);
+
+// A train_base job of two steps on 16x16 circles and squares: a base model in about a second.
+nlohmann::json tiny_base_job(std::int64_t seed = 0);
 
 std::filesystem::path source_path(const std::string& relative);
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b);

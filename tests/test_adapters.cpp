@@ -20,15 +20,7 @@ namespace {
 // A tiny random DiT whose adaLN layers are not zero, so every branch (and gamma) matters.
 DiT random_dit(std::uint64_t seed, std::int64_t classes = 3) {
   torch::manual_seed(seed);
-  DiTConfig c = dit_preset("DiT-T/4");
-  c.input_size = 8;
-  c.patch_size = 2;
-  c.in_channels = 3;
-  c.hidden_size = 32;
-  c.depth = 4;
-  c.num_heads = 2;
-  c.num_classes = classes;
-  DiT m(c);
+  DiT m(test::tiny_dit_config(32, 4, 8, 3, classes));
   torch::NoGradGuard no_grad;
   for (auto& p : m->parameters())
     if (p.dim() >= 1 && p.numel() > 1) p.add_(torch::randn_like(p) * 0.05);
@@ -50,23 +42,10 @@ torch::Tensor run(DiT& m, const Inputs& in) {
   return m->forward(in.x, in.t, in.y);
 }
 
-test::CommandResult run_job(const test::TempDir& dir, const json& job, const std::string& name) {
-  const auto path = dir / (name + ".json");
-  write_file_atomic(path, job.dump());
-  return test::run_cli("run -q " + path.string() + " --run-dir " + (dir / name).string());
-}
-
 // A tiny Shapes base model trained for two steps by train_base.
 fs::path tiny_base(const test::TempDir& dir, int seed = 0) {
-  json train = {{"kind", "train_base"}, {"model", "DiT-T/4"},
-                {"hidden_size", 32},    {"depth", 2},
-                {"num_heads", 2},       {"image_size", 16},
-                {"steps", 2},           {"batch", 4},
-                {"warmup", 1},          {"sample_steps", 2},
-                {"val_every", 1000},    {"sample_every", 1000},
-                {"seed", seed},         {"classes", {"circle", "square"}}};
   const std::string name = "base" + std::to_string(seed);
-  auto r = run_job(dir, train, name);
+  auto r = test::run_job_file(dir, test::tiny_base_job(seed), name);
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   return dir / name / "model.safetensors";
@@ -248,7 +227,7 @@ TEST_CASE("difffit job: adapter file, before/after metrics, fold, and loading on
   const auto base = tiny_base(dir, 0);
   json job = tiny_finetune(base, "difffit");
   job["fold"] = true;
-  auto r = run_job(dir, job, "ft");
+  auto r = test::run_job_file(dir, job, "ft");
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   for (const char* f : {"adapter.safetensors", "before.png", "after.png", "metrics.json", "model.safetensors"})
@@ -291,7 +270,7 @@ TEST_CASE("difffit job: adapter file, before/after metrics, fold, and loading on
   json sample = {
       {"kind", "sample"}, {"model", other.string()}, {"adapters", {(dir / "ft/adapter.safetensors").string()}},
       {"probe", ""},      {"per_class", 1},          {"steps", 2}};
-  auto bad_sample = run_job(dir, sample, "bad-sample");
+  auto bad_sample = test::run_job_file(dir, sample, "bad-sample");
   CHECK(bad_sample.exit_code == 1);
   CHECK_THAT(bad_sample.output, Contains("adapter for base model"));
   auto not_adapter =
@@ -305,7 +284,7 @@ TEST_CASE("difffit job: LoRA baseline and 16 -> 32 resolution adaptation", "[ada
   const auto base = tiny_base(dir, 0);
   json lora = tiny_finetune(base, "lora");
   lora["lora_rank"] = 2;
-  auto r = run_job(dir, lora, "lora");
+  auto r = test::run_job_file(dir, lora, "lora");
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   const AdapterFile a = load_adapter(dir / "lora/adapter.safetensors");
@@ -314,7 +293,7 @@ TEST_CASE("difffit job: LoRA baseline and 16 -> 32 resolution adaptation", "[ada
 
   json big = tiny_finetune(base, "difffit");
   big["image_size"] = 32;
-  auto rb = run_job(dir, big, "big");
+  auto rb = test::run_job_file(dir, big, "big");
   INFO(rb.output);
   REQUIRE(rb.exit_code == 0);
   CHECK(load_json_file(dir / "big/metrics.json")["image_size"] == 32);

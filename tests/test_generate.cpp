@@ -20,25 +20,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-test::CommandResult run_job_file(const test::TempDir& dir, const json& job, const std::string& run) {
-  const auto path = dir / (run + ".json");
-  write_file_atomic(path, job.dump());
-  return test::run_cli("run -q " + path.string() + " --run-dir " + (dir / run).string());
-}
-
 // A random latent DiT (4 channels, 8x8 latents) saved under official key names with no Atelier metadata,
 // as a converted third-party checkpoint would be, and a tiny VAE (f4: 32x32 images) with its config.
 void write_latent_models(const test::TempDir& dir) {
   torch::manual_seed(3);
-  DiTConfig dc = dit_preset("DiT-T/4");
-  dc.input_size = 8;
-  dc.patch_size = 2;
-  dc.in_channels = 4;
-  dc.hidden_size = 32;
-  dc.depth = 1;
-  dc.num_heads = 2;
-  dc.num_classes = 3;
-  DiT dit(dc);
+  DiT dit(test::tiny_dit_config(32, 1, 8, 4, 3));
   {
     torch::NoGradGuard no_grad;  // leave adaLN-Zero so the output depends on the input
     for (auto& p : dit->parameters()) p.normal_(0, 0.05);
@@ -61,7 +47,7 @@ TEST_CASE("sample: a latent DiT without Atelier metadata decodes through a VAE f
               {"per_class", 2},
               {"steps", 3},
               {"device", "cpu"}};
-  auto r = run_job_file(dir, job, "latent");
+  auto r = test::run_job_file(dir, job, "latent");
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   const Image grid = load_image(dir / "latent/samples.png");
@@ -91,53 +77,40 @@ TEST_CASE("sample: bad model, VAE, class and device settings are named errors", 
   write_latent_models(dir);
   json job = {{"kind", "sample"}, {"model", (dir / "dit.safetensors").string()}, {"per_class", 1}, {"steps", 2}};
 
-  auto no_vae = run_job_file(dir, job, "no-vae");
+  auto no_vae = test::run_job_file(dir, job, "no-vae");
   CHECK(no_vae.exit_code == 1);
   CHECK_THAT(no_vae.output, Contains("field 'vae'") && Contains("4-channel latents"));
 
   json wrong_class = job;
   wrong_class["vae"] = (dir / "vae.safetensors").string();
   wrong_class["classes"] = {"7"};
-  auto bad_class = run_job_file(dir, wrong_class, "bad-class");
+  auto bad_class = test::run_job_file(dir, wrong_class, "bad-class");
   CHECK(bad_class.exit_code == 1);
   CHECK_THAT(bad_class.output, Contains("field 'classes'") && Contains("'7'"));
 
   json not_a_vae = job;
   not_a_vae["vae"] = (dir / "dit.safetensors").string();
-  auto bad_vae = run_job_file(dir, not_a_vae, "bad-vae");
+  auto bad_vae = test::run_job_file(dir, not_a_vae, "bad-vae");
   CHECK(bad_vae.exit_code == 1);
   CHECK_THAT(bad_vae.output, Contains("field 'vae'") && Contains("not an AutoencoderKL"));
 
   if (!at::hasCUDA()) {
     json cuda = job;
     cuda["device"] = "cuda";
-    auto no_cuda = run_job_file(dir, cuda, "no-cuda");
+    auto no_cuda = test::run_job_file(dir, cuda, "no-cuda");
     CHECK(no_cuda.exit_code == 1);
     CHECK_THAT(no_cuda.output, Contains("field 'device'") && Contains("no CUDA device"));
   }
   json typo = job;
   typo["device"] = "gpu";
-  auto bad_device = run_job_file(dir, typo, "bad-device");
+  auto bad_device = test::run_job_file(dir, typo, "bad-device");
   CHECK(bad_device.exit_code == 1);
   CHECK_THAT(bad_device.output, Contains("field 'device'") && Contains("'gpu'"));
 }
 
 TEST_CASE("sample: a train_base model gives a labelled grid and Shapes metrics", "[generate][cli]") {
   test::TempDir dir;
-  json train = {{"kind", "train_base"},
-                {"model", "DiT-T/4"},
-                {"hidden_size", 32},
-                {"depth", 1},
-                {"num_heads", 2},
-                {"image_size", 16},
-                {"steps", 2},
-                {"batch", 4},
-                {"warmup", 1},
-                {"sample_steps", 2},
-                {"val_every", 1000},
-                {"sample_every", 1000},
-                {"classes", {"circle", "square"}}};
-  auto trained = run_job_file(dir, train, "base");
+  auto trained = test::run_job_file(dir, test::tiny_base_job(), "base");
   INFO(trained.output);
   REQUIRE(trained.exit_code == 0);
   json job = {{"kind", "sample"},
@@ -146,7 +119,7 @@ TEST_CASE("sample: a train_base model gives a labelled grid and Shapes metrics",
               {"per_class", 2},
               {"steps", 2},
               {"reference_samples", 16}};
-  auto r = run_job_file(dir, job, "grid");
+  auto r = test::run_job_file(dir, job, "grid");
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   const json m = load_json_file(dir / "grid/metrics.json");

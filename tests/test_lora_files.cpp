@@ -123,13 +123,7 @@ TEST_CASE("PEFT scales: rsLoRA, alpha_pattern and a missing config", "[lora][dia
 TEST_CASE("LoRA compatibility report lists matched, unmatched and mismatched layers", "[lora][dialects][cli]") {
   test::TempDir dir;
   torch::manual_seed(0);
-  DiTConfig c = dit_preset("DiT-T/4");
-  c.input_size = 8;
-  c.in_channels = 3;
-  c.hidden_size = 32;
-  c.depth = 1;
-  c.num_heads = 2;
-  c.num_classes = 2;
+  const DiTConfig c = test::tiny_dit_config(32, 1);
   DiT dit(c);
   Metadata meta = {
       {"dit.config", to_json(c).dump()}, {"classes", R"(["a","b"])"},     {"data", "null"},

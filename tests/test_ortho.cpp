@@ -19,20 +19,7 @@ namespace {
 
 DiT small_dit() {
   torch::manual_seed(0);
-  DiTConfig c = dit_preset("DiT-T/4");
-  c.input_size = 8;
-  c.in_channels = 3;
-  c.hidden_size = 32;
-  c.depth = 2;
-  c.num_heads = 2;
-  c.num_classes = 2;
-  return DiT(c);
-}
-
-test::CommandResult run_job(const test::TempDir& dir, const json& job, const std::string& name) {
-  const auto path = dir / (name + ".json");
-  write_file_atomic(path, job.dump());
-  return test::run_cli("run -q " + path.string() + " --run-dir " + (dir / name).string());
+  return DiT(test::tiny_dit_config());
 }
 
 }  // namespace
@@ -86,10 +73,7 @@ TEST_CASE("Orthogonal LoRAs of disjoint slots: B_i^T B_j = 0, and each update is
 
 TEST_CASE("ortho_lora and lora concept jobs, then merge: one model with every concept's token", "[ortho][cli]") {
   test::TempDir dir;
-  json base = {{"kind", "train_base"}, {"model", "DiT-T/4"},   {"hidden_size", 32}, {"depth", 2},
-               {"num_heads", 2},       {"image_size", 16},     {"steps", 2},        {"batch", 4},
-               {"val_every", 1000},    {"sample_every", 1000}, {"sample_steps", 2}, {"classes", {"circle", "square"}}};
-  REQUIRE(run_job(dir, base, "base").exit_code == 0);
+  REQUIRE(test::run_job_file(dir, test::tiny_base_job(), "base").exit_code == 0);
   const auto base_file = (dir / "base/model.safetensors").string();
   auto train_concept = [&](const std::string& kind, const std::string& glyph, int slot) {
     json j = {{"kind", kind},
@@ -103,7 +87,7 @@ TEST_CASE("ortho_lora and lora concept jobs, then merge: one model with every co
               {"sample_steps", 2},
               {"eval_samples", 4},
               {"probe", test::source_path("assets/models/probe.safetensors").string()}};
-    auto r = run_job(dir, j, glyph);
+    auto r = test::run_job_file(dir, j, glyph);
     INFO(r.output);
     REQUIRE(r.exit_code == 0);
     return (dir / glyph / "adapter.safetensors").string();
@@ -124,7 +108,7 @@ TEST_CASE("ortho_lora and lora concept jobs, then merge: one model with every co
                 {"sample_steps", 2},
                 {"eval_samples", 4},
                 {"probe", test::source_path("assets/models/probe.safetensors").string()}};
-  auto r = run_job(dir, merge, "merged");
+  auto r = test::run_job_file(dir, merge, "merged");
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   DiTModelInfo info;
@@ -137,7 +121,7 @@ TEST_CASE("ortho_lora and lora concept jobs, then merge: one model with every co
 
   json clash = merge;
   clash["adapters"] = {spiral, train_concept("ortho_lora", "moon", 0)};
-  auto bad = run_job(dir, clash, "clash");
+  auto bad = test::run_job_file(dir, clash, "clash");
   CHECK(bad.exit_code == 1);
   CHECK_THAT(bad.output, Contains("share basis columns"));
   CHECK_FALSE(fs::exists(dir / "clash/model.safetensors"));

@@ -221,11 +221,7 @@ TEST_CASE("train_base: SIGKILL, then --resume, ends with the uninterrupted weigh
 
 TEST_CASE("difffit: SIGKILL, then --resume, ends with the uninterrupted adapter", "[runner][resume][cli]") {
   test::TempDir dir;
-  json base = {{"kind", "train_base"}, {"model", "DiT-T/4"},   {"hidden_size", 32}, {"depth", 2},
-               {"num_heads", 2},       {"image_size", 16},     {"steps", 2},        {"batch", 4},
-               {"val_every", 1000},    {"sample_every", 1000}, {"sample_steps", 2}, {"classes", {"circle", "square"}}};
-  write_file_atomic(dir / "base.json", base.dump());
-  auto r = test::run_cli("run -q " + (dir / "base.json").string() + " --run-dir " + (dir / "base").string());
+  auto r = test::run_job_file(dir, test::tiny_base_job(), "base");
   REQUIRE(r.exit_code == 0);
   json j = {{"kind", "difffit"},
             {"base", (dir / "base/model.safetensors").string()},
