@@ -139,7 +139,7 @@ void concept_job(const ConceptConfig& c, JobContext& ctx, bool ortho) {
   groups.emplace_back(std::vector<torch::Tensor>{table}, std::make_unique<torch::optim::AdamWOptions>(
                                                              torch::optim::AdamWOptions(c.token_lr).weight_decay(0)));
   torch::optim::AdamW opt(groups, torch::optim::AdamWOptions(c.lr).weight_decay(0));
-  std::int64_t trainable = lora_params.empty() ? 0 : 0;
+  std::int64_t trainable = 0;
   for (const auto& p : lora_params) trainable += p.numel();
   ctx.report.info(std::string(ortho ? "ortho_lora" : "lora") + " concept '" + name + "': " + std::to_string(trainable) +
                   " LoRA parameters on " + std::to_string(lora->paths().size()) + " layers + a " +

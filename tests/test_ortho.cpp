@@ -6,7 +6,9 @@
 #include "adapters/finetune.h"
 #include "adapters/ortho.h"
 #include "core/atomic_file.h"
+#include "core/image.h"
 #include "core/safetensors.h"
+#include "core/shapes.h"
 #include "core/training_state.h"
 #include "diffusion/dit.h"
 #include "helpers.h"
@@ -125,4 +127,44 @@ TEST_CASE("ortho_lora and lora concept jobs, then merge: one model with every co
   CHECK(bad.exit_code == 1);
   CHECK_THAT(bad.output, Contains("share basis columns"));
   CHECK_FALSE(fs::exists(dir / "clash/model.safetensors"));
+}
+
+TEST_CASE("A concept trains from a folder of images; an empty folder is a named error", "[ortho][cli]") {
+  test::TempDir dir;
+  REQUIRE(test::run_job_file(dir, test::tiny_base_job(), "base").exit_code == 0);
+  fs::create_directories(dir / "my-cat");
+  for (int i = 0; i < 3; ++i) {
+    shapes::Attributes a;
+    a.shape = -1;
+    a.glyph = 4;
+    a.angle = 20.0f * static_cast<float>(i);
+    save_png(dir / "my-cat" / ("img" + std::to_string(i) + ".png"), shapes::render(a, 24));
+  }
+  json job = {{"kind", "lora"},
+              {"base", (dir / "base/model.safetensors").string()},
+              {"images", (dir / "my-cat").string()},
+              {"rank", 2},
+              {"alpha", 2},
+              {"steps", 2},
+              {"batch", 2},
+              {"sample_steps", 2},
+              {"eval_samples", 2},
+              {"probe", test::source_path("assets/models/probe.safetensors").string()}};
+  auto r = test::run_job_file(dir, job, "cat");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  const AdapterFile a = load_adapter(dir / "cat/adapter.safetensors");
+  CHECK(a.info.classes == std::vector<std::string>{"my-cat"});
+  CHECK(load_json_file(dir / "cat/metrics.json").contains("feature_cosine"));
+
+  fs::create_directories(dir / "empty");
+  job["images"] = (dir / "empty").string();
+  auto empty = test::run_job_file(dir, job, "empty-run");
+  CHECK(empty.exit_code == 1);
+  CHECK_THAT(empty.output, Contains("empty"));
+  job["images"] = (dir / "my-cat").string();
+  job["concept"] = "circle";  // already a class of the base
+  auto taken = test::run_job_file(dir, job, "taken");
+  CHECK(taken.exit_code == 1);
+  CHECK_THAT(taken.output, Contains("field 'concept'") && Contains("'circle'"));
 }
