@@ -1,6 +1,7 @@
 #include "adapters/lora.h"
 
 #include <cmath>
+#include <map>
 #include <regex>
 
 #include "core/error.h"
@@ -142,12 +143,28 @@ void LoRA::detach(LayerHooks& hooks) const {
   for (const auto& l : layers_) hooks.detach(l.get());
 }
 
-void LoRA::merge(torch::nn::Module& model, double weight) const {
+void add_lora_updates(const std::vector<std::pair<LoRA, double>>& loras,
+                      const std::function<torch::Tensor(const std::string&)>& weight_of) {
   torch::NoGradGuard no_grad;
-  for (std::size_t i = 0; i < layers_.size(); ++i) {
-    auto w = layer_weight(layer_at(model, paths_[i]));
-    w.add_(layers_[i]->weight_delta().to(w.options()), weight);
+  std::map<std::string, std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>>> by_layer;  // ups, downs
+  for (const auto& [lora, weight] : loras)
+    for (std::size_t i = 0; i < lora.paths().size(); ++i) {
+      const auto& l = lora.layers()[i];
+      auto& [ups, downs] = by_layer[lora.paths()[i]];
+      ups.push_back(l->up.flatten(1) * (weight * l->scale));  // [out, r]
+      downs.push_back(l->down.flatten(1));                    // [r, in * kh * kw]
+    }
+  for (auto& [path, factors] : by_layer) {
+    auto w = weight_of(path);
+    auto flat = w.view({w.size(0), -1});
+    const auto up = torch::cat(factors.first, 1).to(w.options());
+    const auto down = torch::cat(factors.second, 0).to(w.options());
+    flat.addmm_(up, down);
   }
+}
+
+void LoRA::merge(torch::nn::Module& model, double weight) const {
+  add_lora_updates({{*this, weight}}, [&](const std::string& path) { return layer_weight(layer_at(model, path)); });
 }
 
 void LoRA::unmerge(torch::nn::Module& model, double weight) const {

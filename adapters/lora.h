@@ -11,6 +11,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,12 @@ class LoRA {
   std::vector<LoRALayer> layers_;
   LoRAOptions options_;
 };
+
+// Adds sum_i weight_i * scale_i * up_i @ down_i to every targeted layer weight in place, with one fused
+// GEMM per layer (the LoRAs' factors concatenated along the rank, so each weight is read and written
+// once). `weight_of(path)` returns the layer weight to update (a parameter or a copy of it).
+void add_lora_updates(const std::vector<std::pair<LoRA, double>>& loras,
+                      const std::function<torch::Tensor(const std::string&)>& weight_of);
 
 // The Linear or Conv2d module at `path` of `model`; Error naming the path otherwise.
 torch::nn::Module& layer_at(torch::nn::Module& model, const std::string& path);

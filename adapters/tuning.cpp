@@ -202,11 +202,7 @@ TensorMap folded_tensors(DiT& model, const std::vector<std::pair<LoRA, double>>&
     fold(block.gamma_attn, 2);
     fold(block.gamma_mlp, 5);
   }
-  for (const auto& [lora, weight] : loras)
-    for (std::size_t i = 0; i < lora.paths().size(); ++i) {
-      auto& w = out.at(lora.paths()[i] + ".weight");
-      w.add_(lora.layers()[i]->weight_delta().detach().to(w.options()), weight);
-    }
+  add_lora_updates(loras, [&](const std::string& path) { return out.at(path + ".weight"); });
   return out;
 }
 
