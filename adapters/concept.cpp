@@ -236,7 +236,7 @@ void merge_job(const MergeConfig& c, JobContext& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
   DiTModelInfo info;
   std::vector<std::pair<LoRA, double>> loras;
-  DiT model = load_adapted_model(c.base, c.adapters, weights, &info, &loras);
+  DiT model = load_adapted_model(c.base, c.adapters, weights, &info, &loras, c.block_weights);
   DiT merged(model->config());
   load_module_tensors(*merged, folded_tensors(model, loras), "", "merged model");
   const double merge_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

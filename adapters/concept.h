@@ -76,6 +76,7 @@ struct MergeConfig {
   std::string base = "assets/models/dit_shapes.safetensors";
   std::vector<std::string> adapters;
   std::vector<double> weights;  // empty: 0.6 each (lambda of the orthogonal-adaptation paper)
+  std::vector<double> block_weights;
   std::int64_t per_concept = 8;
   std::int64_t sample_steps = 50;
   double cfg_scale = 4.0;
@@ -90,6 +91,8 @@ struct MergeConfig {
     v("base", base, "base model the adapters were trained on");
     v("adapters", adapters, "concept adapter files (lora / ortho_lora jobs)");
     v("weights", weights, "one merge weight per adapter (empty: 0.6 each)", Range{-100, 100});
+    v("block_weights", block_weights, "one weight per DiT block for every LoRA update (empty: 1 each)",
+      Range{-100, 100});
     v("per_concept", per_concept, "preview images per concept (one grid row each)", Range{1, 256});
     v("sample_steps", sample_steps, "DDIM steps of the preview", Range{1, 1000});
     v("cfg_scale", cfg_scale, "guidance scale of the preview", Range{0, 100});

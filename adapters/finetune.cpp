@@ -52,7 +52,7 @@ struct Evaluation {
 
 DiT load_adapted_model(const std::string& base, const std::vector<std::string>& adapters,
                        const std::vector<double>& weights, DiTModelInfo* info,
-                       std::vector<std::pair<LoRA, double>>* loras) {
+                       std::vector<std::pair<LoRA, double>>* loras, const std::vector<double>& block_weights) {
   if (!weights.empty() && weights.size() != adapters.size())
     fail("field 'adapter_weights': ", weights.size(), " weights for ", adapters.size(), " adapters");
   DiTModelInfo i;
@@ -72,6 +72,7 @@ DiT load_adapted_model(const std::string& base, const std::vector<std::string>& 
     const double w = weights.empty() ? 1.0 : weights[k];
     const AdapterFile& a = files[k];
     auto lora = apply_adapter(model, i, a, adapters[k], base, hash, w);
+    if (lora) lora->scale_blocks(block_weights);
     if (lora && loras != nullptr) loras->emplace_back(std::move(*lora), w);
     if (!a.info.config.is_null() && a.info.config.contains("data")) i.data = a.info.config["data"];
   }

@@ -69,9 +69,11 @@ struct FineTuneConfig {
 void finetune_job(const FineTuneConfig& config, JobContext& ctx);
 
 // Base model with adapters applied, for `sample` and `fold`: loads `base`, applies each adapter at its
-// weight (hash-checked). `loras` receives the LoRA sets applied (for folding); may be null.
+// weight (hash-checked), LoRA updates scaled per DiT block by `block_weights` (empty: 1). `loras`
+// receives the LoRA sets applied (for folding); may be null.
 DiT load_adapted_model(const std::string& base, const std::vector<std::string>& adapters,
                        const std::vector<double>& weights, DiTModelInfo* info,
-                       std::vector<std::pair<LoRA, double>>* loras = nullptr);
+                       std::vector<std::pair<LoRA, double>>* loras = nullptr,
+                       const std::vector<double>& block_weights = {});
 
 }  // namespace atelier

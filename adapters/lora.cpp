@@ -175,6 +175,19 @@ void LoRA::to(const torch::Device& device) {
   for (auto& l : layers_) l->to(device);
 }
 
+void LoRA::scale_blocks(const std::vector<double>& block_weights) {
+  if (block_weights.empty()) return;
+  torch::NoGradGuard no_grad;
+  for (std::size_t i = 0; i < paths_.size(); ++i) {
+    const auto& p = paths_[i];
+    if (p.rfind("blocks.", 0) != 0) continue;
+    const auto block = std::stoul(p.substr(7, p.find('.', 7) - 7));
+    if (block >= block_weights.size())
+      fail("field 'block_weights': ", block_weights.size(), " weights, but LoRA layer '", p, "' is in block ", block);
+    layers_[i]->up.mul_(block_weights[block]);
+  }
+}
+
 void LoRA::train(bool on) {
   for (auto& l : layers_) l->train(on);
 }

@@ -66,6 +66,9 @@ class LoRA {
   void merge(torch::nn::Module& model, double weight = 1.0) const;
   void unmerge(torch::nn::Module& model, double weight = 1.0) const;
   void to(const torch::Device& device);
+  // Per-block weights: multiplies the update of every layer under "blocks.<i>." by block_weights[i]
+  // (layers outside the blocks keep theirs). Error when a block index has no weight.
+  void scale_blocks(const std::vector<double>& block_weights);
   void train(bool on);
 
   // Adds one layer (e.g. read from a LoRA file) for the layer at `path`.

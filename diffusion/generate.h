@@ -51,6 +51,7 @@ struct SampleConfig {
   std::string model = "assets/models/dit_shapes.safetensors";
   std::vector<std::string> adapters;  // adapter files applied to the model (needs a ModelLoader)
   std::vector<double> adapter_weights;
+  std::vector<double> block_weights;
   std::string vae;  // decodes latent models (e.g. diffusers sd-vae-ft-mse) into images
   std::vector<std::string> classes;
   std::int64_t per_class = 8;
@@ -66,6 +67,7 @@ struct SampleConfig {
     v("model", model, "DiT model file: Atelier's, an official DiT .pt, or diffusers weights");
     v("adapters", adapters, "adapter files applied to the model at load time");
     v("adapter_weights", adapter_weights, "one weight per adapter (empty: 1 each)", Range{-100, 100});
+    v("block_weights", block_weights, "LoRA adapters: one weight per DiT block (empty: 1 each)", Range{-100, 100});
     v("vae", vae, "VAE that decodes a latent model's samples (AutoencoderKL: diffusers, old or LDM names)");
     v("classes", classes, "class names to draw (empty: every class of the model)");
     v("per_class", per_class, "images per class (one grid row per class)", Range{1, 4096});

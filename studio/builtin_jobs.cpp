@@ -18,8 +18,11 @@ void register_builtin_jobs(JobRegistry& registry) {
       "sample", "Sample a labelled grid from a DiT model (with adapters), with probe accuracy and FD-shapes",
       [](const SampleConfig& c, JobContext& ctx) {
         sample_job(c, ctx, [](const SampleConfig& s, DiTModelInfo* info) {
-          return with_context([&] { return load_adapted_model(s.model, s.adapters, s.adapter_weights, info); },
-                              "field 'model'");
+          return with_context(
+              [&] {
+                return load_adapted_model(s.model, s.adapters, s.adapter_weights, info, nullptr, s.block_weights);
+              },
+              "field 'model'");
         });
       });
   registry.add<FineTuneConfig>("difffit",

@@ -168,3 +168,20 @@ TEST_CASE("A concept trains from a folder of images; an empty folder is a named 
   CHECK(taken.exit_code == 1);
   CHECK_THAT(taken.output, Contains("field 'concept'") && Contains("'circle'"));
 }
+
+TEST_CASE("Per-block weights scale each block's LoRA updates", "[ortho][lora]") {
+  DiT m = small_dit();  // 2 blocks
+  LoRA lora = LoRA::create(*m, {"attn.qkv"}, {2, 2.0, 0.0});
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : lora.parameters()) p.normal_(0, 0.1);
+  }
+  const auto w0 = m->blocks[0]->as<DiTBlockImpl>()->qkv->weight.detach().clone();
+  const auto w1 = m->blocks[1]->as<DiTBlockImpl>()->qkv->weight.detach().clone();
+  const auto delta0 = lora.layers()[0]->weight_delta().detach();
+  lora.scale_blocks({0.5, 0.0});
+  lora.merge(*m, 1.0);
+  CHECK(test::max_abs_diff(m->blocks[0]->as<DiTBlockImpl>()->qkv->weight, w0 + 0.5 * delta0) <= 1e-6);
+  CHECK(torch::equal(m->blocks[1]->as<DiTBlockImpl>()->qkv->weight, w1));
+  CHECK_THROWS_WITH(lora.scale_blocks({1.0}), Contains("field 'block_weights'") && Contains("block 1"));
+}

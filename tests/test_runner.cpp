@@ -236,3 +236,15 @@ TEST_CASE("difffit: SIGKILL, then --resume, ends with the uninterrupted adapter"
             {"probe", ""}};
   check_kill_and_resume(j, "step_00000006.safetensors", "adapter.safetensors");
 }
+
+TEST_CASE("ortho_lora: SIGKILL, then --resume, ends with the uninterrupted adapter", "[runner][resume][cli]") {
+  test::TempDir dir;
+  REQUIRE(test::run_job_file(dir, test::tiny_base_job(), "base").exit_code == 0);
+  json j = {{"kind", "ortho_lora"}, {"base", (dir / "base/model.safetensors").string()},
+            {"glyph", "moon"},      {"rank", 4},
+            {"alpha", 4},           {"steps", 150},
+            {"batch", 4},           {"checkpoint_every", 3},
+            {"sample_every", 1000}, {"sample_steps", 2},
+            {"probe", ""}};
+  check_kill_and_resume(j, "step_00000006.safetensors", "adapter.safetensors");
+}
