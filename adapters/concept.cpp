@@ -226,13 +226,12 @@ void merge_job(const MergeConfig& c, JobContext& ctx) {
   const torch::Device device = select_device(c.device);
   std::vector<double> weights = c.weights;
   if (weights.empty()) weights.assign(c.adapters.size(), 0.6);
-  DiTModelInfo base_info;
-  const auto base_classes = with_context(
-      [&] {
-        load_generator_model(c.base, &base_info);
-        return base_info.class_names;
-      },
-      "field 'base'");
+  std::vector<AdapterFile> files;
+  std::size_t concept_count = 0;  // each concept adapter appends one class to the base's
+  for (const auto& path : c.adapters) {
+    files.push_back(with_context([&] { return load_adapter(path); }, "field 'adapters'"));
+    concept_count += files.back().tensors.count("concept.embedding");
+  }
   const auto t0 = std::chrono::steady_clock::now();
   DiTModelInfo info;
   std::vector<std::pair<LoRA, double>> loras;
@@ -240,6 +239,8 @@ void merge_job(const MergeConfig& c, JobContext& ctx) {
   DiT merged(model->config());
   load_module_tensors(*merged, folded_tensors(model, loras), "", "merged model");
   const double merge_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::vector<std::string> base_classes(info.class_names.begin(),
+                                              info.class_names.end() - static_cast<std::ptrdiff_t>(concept_count));
   save_dit_model(ctx.path(c.output), merged, info, to_json(c));
   ctx.report.artifact("model", ctx.path(c.output));
   ctx.report.info("merged " + std::to_string(c.adapters.size()) + " adapter(s) in " + std::to_string(merge_s) + " s");
@@ -269,9 +270,8 @@ void merge_job(const MergeConfig& c, JobContext& ctx) {
   if (!c.probe.empty()) {
     ProbeNet probe = load_probe(c.probe);
     for (std::size_t k = 0; k < c.adapters.size(); ++k) {
-      const AdapterFile a = load_adapter(c.adapters[k]);
       json id =
-          concept_identity(merged, info, static_cast<std::int64_t>(base_classes.size() + k), a.info.settings,
+          concept_identity(merged, info, static_cast<std::int64_t>(base_classes.size() + k), files[k].info.settings,
                            c.eval_samples, c.sample_steps, c.cfg_scale, static_cast<std::uint64_t>(c.seed) + 5, &probe);
       id["adapter"] = c.adapters[k];
       metrics["concepts"].push_back(id);
