@@ -8,15 +8,9 @@
 #include <string>
 #include <vector>
 
-namespace atelier {
+#include "core/pixels.h"
 
-// 8-bit interleaved pixels, row-major: [height, width, channels].
-struct Image {
-  int width = 0;
-  int height = 0;
-  int channels = 0;
-  std::vector<std::uint8_t> pixels;
-};
+namespace atelier {
 
 // Loads PNG/JPEG/BMP/... forcing `channels` (3 = RGB) unless 0. Throws Error naming the file.
 Image load_image(const std::filesystem::path& path, int channels = 3);

@@ -90,7 +90,7 @@ RunResult JobRunner::run(const PreparedRun& p, Reporter& reporter, const CancelT
     reporter.error(result.error);
     return result;
   }
-  JobContext ctx{p.run_dir, p.resume, reporter, cancel, configure_threads()};
+  JobContext ctx{p.run_dir, p.resume, reporter, cancel, configure_threads(p.threads)};
   reporter.info(std::string(p.resume ? "resuming " : "starting ") + p.kind->name + " in " + p.run_dir.string() + " (" +
                 std::to_string(ctx.threads) + " threads)");
   try {

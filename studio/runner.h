@@ -41,6 +41,7 @@ struct PreparedRun {
   json effective;  // with "kind"
   std::filesystem::path run_dir;
   bool resume = false;
+  int threads = 0;  // LibTorch intra-op threads (0: all cores)
 };
 
 class JobRunner {

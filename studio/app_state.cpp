@@ -1,0 +1,247 @@
+#include "studio/app_state.h"
+
+#include <ctime>
+#include <fstream>
+#include <regex>
+
+#include "core/atomic_file.h"
+
+namespace atelier {
+namespace fs = std::filesystem;
+
+namespace {
+
+bool edited_as_text(const FieldInfo& f) { return f.type == "object" || f.type.rfind("list", 0) == 0; }
+
+std::string error_field(const std::string& message) {
+  static const std::regex re("field '([^']+)'");
+  std::smatch m;
+  return std::regex_search(message, m, re) ? m[1].str() : std::string();
+}
+
+}  // namespace
+
+// ---- JobForm -----------------------------------------------------------------------------------
+
+void JobForm::set_kind(const JobKind& k, bool keep) {
+  json old = values;
+  kind = k.name;
+  values = json::object();
+  json_text.clear();
+  for (const auto& f : k.fields) {
+    values[f.name] = keep && old.contains(f.name) ? old[f.name] : f.default_value;
+    if (edited_as_text(f)) json_text[f.name] = values[f.name].dump();
+  }
+  validate(k);
+}
+
+bool JobForm::validate(const JobKind& k) {
+  field_errors.clear();
+  error.clear();
+  effective = json();
+  for (const auto& f : k.fields) {
+    if (!edited_as_text(f)) continue;
+    json parsed = json::parse(json_text[f.name], nullptr, false);
+    if (parsed.is_discarded())
+      field_errors[f.name] = "field '" + f.name + "': not valid JSON: " + json_text[f.name];
+    else
+      values[f.name] = parsed;
+  }
+  if (!field_errors.empty()) {
+    error = field_errors.begin()->second;
+    return false;
+  }
+  try {
+    effective = k.normalize(values);
+    return true;
+  } catch (const std::exception& e) {
+    error = e.what();
+    const std::string field = error_field(error);
+    if (!field.empty()) field_errors[field] = error;
+    return false;
+  }
+}
+
+void JobForm::set(const JobKind& k, const std::string& field, const std::string& text) {
+  auto f = std::find_if(k.fields.begin(), k.fields.end(), [&](const FieldInfo& i) { return i.name == field; });
+  if (f == k.fields.end()) fail("job kind '", k.name, "' has no field '", field, "'");
+  if (edited_as_text(*f)) {
+    json_text[field] = text;
+  } else {
+    json v = json::parse(text, nullptr, false);
+    // Bare words are strings (set model runs/x/model.safetensors).
+    values[field] = v.is_discarded() || (f->type == "string" && !v.is_string()) ? json(text) : v;
+  }
+  validate(k);
+}
+
+json JobForm::document() const {
+  json doc = values;
+  doc["kind"] = kind;
+  return doc;
+}
+
+// ---- AppState ----------------------------------------------------------------------------------
+
+AppState::AppState(fs::path dir, const JobRegistry& registry) : config_dir(std::move(dir)), registry_(registry) {
+  load_settings();
+  train.set_kind(registry_.get("train_base"));
+  gallery.set_kind(registry_.get("sample"));
+  merge.set_kind(registry_.get("merge"));
+}
+
+AppState::~AppState() {
+  if (session_) session_->cancel();
+}
+
+void AppState::load_settings() {
+  const fs::path p = config_dir / "settings.json";
+  if (!fs::exists(p)) return;
+  try {
+    settings = from_json<Settings>(load_json_file(p));
+  } catch (const std::exception& e) {
+    show_message(p.string() + ": " + e.what() + " (defaults used)", true);
+  }
+}
+
+void AppState::save_settings() const {
+  fs::create_directories(config_dir);
+  write_file_atomic(config_dir / "settings.json", to_json(settings).dump(2) + "\n");
+}
+
+void AppState::add_recent_folder(const std::string& folder) {
+  auto& r = settings.recent_folders;
+  r.erase(std::remove(r.begin(), r.end(), folder), r.end());
+  r.insert(r.begin(), folder);
+  if (r.size() > 10) r.resize(10);
+}
+
+void AppState::show_message(std::string text, bool error) {
+  message = std::move(text);
+  message_is_error = error;
+}
+
+fs::path AppState::new_run_dir(const std::string& kind) const {
+  char stamp[32];
+  std::time_t now = std::time(nullptr);
+  std::strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", std::localtime(&now));
+  fs::path base = fs::path(settings.runs_dir) / (kind + "-" + stamp);
+  fs::path dir = base;
+  for (int i = 2; fs::exists(dir); ++i) dir = base.string() + "-" + std::to_string(i);
+  return dir;
+}
+
+bool AppState::job_running() const { return session_ && session_->busy(); }
+
+bool AppState::start_job(const JobForm& form, Owner owner, fs::path run_dir, bool resume) {
+  if (job_running()) {
+    show_message("a job is already running: cancel it or wait until it finishes", true);
+    return false;
+  }
+  if (!form.error.empty()) {
+    show_message(form.error, true);
+    return false;
+  }
+  if (run_dir.empty()) run_dir = new_run_dir(form.kind);
+  try {
+    if (!session_) session_ = std::make_unique<JobSession>(registry_, settings.job_threads);
+    RunRequest request{form.document(), "studio", {}, run_dir, resume};
+    const PreparedRun p = session_->start(request, check_job_inputs);
+    job = JobView{};
+    job.kind = p.kind->name;
+    job.run_dir = p.run_dir;
+    job.state = JobState::Running;
+    job_owner = owner;
+    show_message(std::string(resume ? "resumed " : "started ") + job.kind + " in " + p.run_dir.string(), false);
+    return true;
+  } catch (const std::exception& e) {
+    show_message(e.what(), true);
+    return false;
+  }
+}
+
+void AppState::cancel_job() {
+  if (session_) session_->cancel();
+}
+
+void AppState::poll() {
+  if (session_) {
+    const JobState before = job.state;
+    session_->poll(job);
+    if (before == JobState::Running && job.state != JobState::Running) {
+      if (job.state == JobState::Failed) {
+        show_message(job.kind + " failed: " + job.error, true);
+      } else if (job.state == JobState::Cancelled) {
+        show_message(job.kind + " cancelled; Resume continues it from its last checkpoint", false);
+      } else {
+        show_message(job.kind + " completed: " + job.run_dir.string(), false);
+        if (job_owner == Owner::Gallery && job.artifacts.count("samples")) {
+          const json& c = gallery.effective;
+          std::string label = fs::path(c.value("model", "")).filename().string();
+          for (const auto& a : c.value("adapters", json::array())) label += " + " + fs::path(a.get<std::string>()).stem().string();
+          label += ", " + c.value("sampler", std::string()) + " " + std::to_string(c.value("steps", 0)) +
+                   " steps, cfg " + json(c.value("cfg_scale", 0.0)).dump() + ", seed " + std::to_string(c.value("seed", 0));
+          gallery_items.push_back({job.artifacts["samples"], label, c});
+          compare_b = compare_a;
+          compare_a = static_cast<int>(gallery_items.size()) - 1;
+        }
+        if (job_owner == Owner::Merge && job.artifacts.count("model")) merge_output = job.artifacts["model"];
+        if (job_owner == Owner::Train || job_owner == Owner::Merge) refresh_models();
+      }
+    }
+  }
+  if (report_task_.valid() && report_task_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+    try {
+      inspect_report = report_task_.get();
+    } catch (const std::exception& e) {
+      inspect_report = std::string("error: ") + e.what();
+    }
+  }
+}
+
+void AppState::refresh_models() {
+  const fs::path ws(settings.workspace);
+  models = scan_model_files({ws / "assets", ws / "runs", ws / "models", fs::path(settings.runs_dir)});
+}
+
+void AppState::request_report() {
+  if (report_task_.valid()) return;
+  if (inspect_file.empty() || inspect_base.empty()) {
+    inspect_report = "pick a file and a base model";
+    return;
+  }
+  inspect_report = "checking...";
+  report_task_ = std::async(std::launch::async, [file = inspect_file, base = inspect_base] {
+    return compatibility_report(file, base);
+  });
+}
+
+void AppState::open_folder(const std::string& path) {
+  data_folder = path;
+  folder.reset();
+  folder_error.clear();
+  try {
+    folder = scan_image_folder(path);
+    add_recent_folder(path);
+  } catch (const std::exception& e) {
+    folder_error = e.what();
+  }
+}
+
+void AppState::save_gallery_item(int index, const std::string& path) {
+  try {
+    if (index < 0 || index >= static_cast<int>(gallery_items.size())) fail("no gallery image selected");
+    if (path.empty()) fail("type a file name to save to");
+    fs::path to(path);
+    if (to.has_parent_path()) fs::create_directories(to.parent_path());
+    std::ifstream in(gallery_items[index].image, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (bytes.empty()) fail(gallery_items[index].image.string(), ": cannot be read");
+    write_file_atomic(to, bytes);  // the PNG keeps its atelier.config text chunk
+    show_message("saved " + to.string(), false);
+  } catch (const std::exception& e) {
+    show_message(e.what(), true);
+  }
+}
+
+}  // namespace atelier

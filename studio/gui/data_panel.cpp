@@ -1,0 +1,121 @@
+// Data: an image folder (thumbnails, classes, captions) and the Shapes generator presets.
+#include <imgui.h>
+#include <imgui_stdlib.h>
+
+#include <string>
+
+#include "studio/gui/gui.h"
+
+namespace atelier::gui {
+
+namespace {
+
+constexpr int kThumbnails = 48;
+
+void draw_folder(AppState& app, Ui& ui) {
+  static std::string typed;
+  if (typed.empty()) typed = app.data_folder;
+  path_field(ui, "image folder", typed, true);
+  ImGui::SameLine();
+  if (ui.button("data.open", "Open")) app.open_folder(typed);
+  if (!app.settings.recent_folders.empty() && ImGui::BeginCombo("recent", "recent folders")) {
+    for (const auto& f : app.settings.recent_folders)
+      if (ImGui::Selectable(f.c_str())) {
+        typed = f;
+        app.open_folder(f);
+      }
+    ImGui::EndCombo();
+  }
+  if (!app.folder_error.empty()) {
+    ImGui::PushStyleColor(ImGuiCol_Text, ImVec4(1.0f, 0.4f, 0.35f, 1.0f));
+    ImGui::TextWrapped("%s", app.folder_error.c_str());
+    ImGui::PopStyleColor();
+  }
+  if (!app.folder) return;
+  const ImageFolderInfo& f = *app.folder;
+  std::vector<int> per_class(std::max<std::size_t>(1, f.classes.size()), 0);
+  for (const auto& item : f.items) ++per_class[std::min<std::size_t>(item.label, per_class.size() - 1)];
+  ImGui::Text("%zu images, %s", f.items.size(),
+              f.classes.empty() ? "flat folder" : (std::to_string(f.classes.size()) + " classes").c_str());
+  for (std::size_t c = 0; c < f.classes.size(); ++c) {
+    ImGui::SameLine();
+    ImGui::TextDisabled("%s (%d)", f.classes[c].c_str(), per_class[c]);
+  }
+  const float cell = 56 * ui.scale;
+  const int columns = std::max(1, static_cast<int>(ImGui::GetContentRegionAvail().x / (cell + 4)));
+  for (int i = 0; i < static_cast<int>(f.items.size()) && i < kThumbnails; ++i) {
+    if (i % columns != 0) ImGui::SameLine();
+    const auto& item = f.items[i];
+    const auto* t = ui.textures.file(item.image);
+    if (t) {
+      image(t, cell);
+      if (ImGui::IsItemHovered()) {
+        std::string tip = item.image.filename().string();
+        if (!f.classes.empty()) tip += "\nclass: " + f.classes[item.label];
+        if (!item.caption.empty()) tip += "\n" + item.caption;
+        ImGui::SetTooltip("%s", tip.c_str());
+      }
+    }
+  }
+}
+
+void draw_shapes(AppState& app, Ui& ui) {
+  const auto& presets = shapes_presets();
+  if (ImGui::BeginCombo("preset", presets[app.shapes_preset].name.c_str())) {
+    for (int i = 0; i < static_cast<int>(presets.size()); ++i)
+      if (ImGui::Selectable(presets[i].name.c_str(), i == app.shapes_preset)) app.shapes_preset = i;
+    ImGui::EndCombo();
+  }
+  const ShapesPreset& p = presets[app.shapes_preset];
+  ImGui::TextWrapped("%s   data: %s", p.help.c_str(), p.data.dump().c_str());
+  static std::map<int, std::pair<std::vector<Image>, std::vector<std::string>>> rendered;
+  auto it = rendered.find(app.shapes_preset);
+  if (it == rendered.end()) {
+    std::vector<std::string> captions;
+    auto images = render_shapes(p.data, app.shapes_size, 16, &captions);
+    it = rendered.emplace(app.shapes_preset, std::make_pair(std::move(images), std::move(captions))).first;
+  }
+  const float cell = 56 * ui.scale;
+  for (int i = 0; i < static_cast<int>(it->second.first.size()); ++i) {
+    if (i % 8 != 0) ImGui::SameLine();
+    image(ui.textures.picture("shapes/" + p.name + "/" + std::to_string(i), it->second.first[i]), cell);
+    if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", it->second.second[i].c_str());
+  }
+  static std::string out = "data/shapes";
+  static int count = 256;
+  ImGui::SetNextItemWidth(120 * ui.scale);
+  ImGui::InputInt("images", &count);
+  ImGui::SameLine();
+  ImGui::SetNextItemWidth(ImGui::GetContentRegionAvail().x * 0.5f);
+  ImGui::InputText("##out", &out);
+  ImGui::SameLine();
+  if (ui.button("data.write_shapes", "Write folder", count > 0 && !out.empty(), "set a count and a folder")) {
+    try {
+      write_shapes_folder(p.data, app.shapes_size, count, out);
+      app.show_message("wrote " + std::to_string(count) + " images to " + out, false);
+      app.open_folder(out);
+    } catch (const std::exception& e) {
+      app.show_message(e.what(), true);
+    }
+  }
+}
+
+}  // namespace
+
+void draw_data_panel(AppState& app, Ui& ui) {
+  if (!ui.begin_panel("Data")) return;
+  if (ImGui::BeginTabBar("data")) {
+    if (ImGui::BeginTabItem("Folder")) {
+      draw_folder(app, ui);
+      ImGui::EndTabItem();
+    }
+    if (ImGui::BeginTabItem("Shapes")) {
+      draw_shapes(app, ui);
+      ImGui::EndTabItem();
+    }
+    ImGui::EndTabBar();
+  }
+  ImGui::End();
+}
+
+}  // namespace atelier::gui

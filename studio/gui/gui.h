@@ -1,0 +1,71 @@
+// atelier-studio: panels and the widgets they share. Only this folder includes ImGui/GLFW/OpenGL; the
+// panels draw from and edit the app layer's AppState and never touch torch.
+#pragma once
+#include <imgui.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <string>
+
+#include "core/pixels.h"
+#include "studio/app_state.h"
+
+namespace atelier::gui {
+
+// OpenGL textures of image files (reloaded when the file changes) and of in-memory pictures.
+class TextureCache {
+ public:
+  struct Texture {
+    unsigned id = 0;
+    int width = 0, height = 0;
+    std::filesystem::file_time_type mtime{};
+  };
+  ~TextureCache();
+  // Null when the file cannot be read (the reason in `error`).
+  const Texture* file(const std::filesystem::path& path, std::string* error = nullptr);
+  const Texture* picture(const std::string& key, const Image& image);
+  void forget(const std::string& key_prefix);
+
+ private:
+  std::map<std::string, Texture> textures_;
+};
+
+// Per-frame UI state the panels share: scripted presses, window focus requests, textures.
+struct Ui {
+  std::set<std::string> pressed;  // button ids the script presses on the next frame
+  std::string pressed_disabled;   // a scripted press that hit a disabled button (the script fails)
+  std::string focus;              // window to bring to front this frame
+  std::map<std::string, bool> open = {{"Models", true}, {"Data", true},  {"Train", true},
+                                      {"Gallery", true}, {"Merge", true}, {"Log", true}};
+  bool show_demo = false;
+  TextureCache textures;
+  float scale = 1.0f;
+
+  // A button that the script can press by id; disabled buttons show `why_disabled` as a tooltip.
+  bool button(const std::string& id, const char* label, bool enabled = true, const std::string& why_disabled = {});
+  // Begins a panel window (honours `open` and focus requests).
+  bool begin_panel(const char* name);
+};
+
+// A path field with a browse button opening the in-app file browser. Returns true when it changed.
+bool path_field(Ui& ui, const char* label, std::string& path, bool folders, const char* extension = nullptr);
+// The form generated from a job kind's typed config: one widget per field, help and range as tooltips,
+// invalid fields in red with the reason. Returns true when a value changed (the form is re-validated).
+bool job_form(Ui& ui, AppState& app, JobForm& form, const JobKind& kind);
+// Draws a texture scaled to `width` (keeps the aspect ratio); nothing when null.
+void image(const TextureCache::Texture* t, float width);
+// State, progress bar, it/s and ETA of the current job.
+void draw_job_progress(AppState& app, Ui& ui);
+// The message bar (red for errors).
+void message_bar(AppState& app);
+
+void draw_models_panel(AppState& app, Ui& ui);
+void draw_data_panel(AppState& app, Ui& ui);
+void draw_train_panel(AppState& app, Ui& ui);
+void draw_gallery_panel(AppState& app, Ui& ui);
+void draw_merge_panel(AppState& app, Ui& ui);
+void draw_log_panel(AppState& app, Ui& ui);
+
+}  // namespace atelier::gui

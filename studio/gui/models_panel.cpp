@@ -1,0 +1,98 @@
+// Models: base models and adapters in the workspace with their metadata, and the compatibility report
+// of any file against a base model.
+#include <cstdio>
+#include <string>
+
+#include "studio/gui/gui.h"
+
+namespace atelier::gui {
+
+namespace {
+
+std::string size_text(std::uintmax_t bytes) {
+  char buf[32];
+  if (bytes >= (1u << 20))
+    std::snprintf(buf, sizeof(buf), "%.1f MB", static_cast<double>(bytes) / (1 << 20));
+  else
+    std::snprintf(buf, sizeof(buf), "%.1f kB", static_cast<double>(bytes) / 1024);
+  return buf;
+}
+
+std::string joined(const std::vector<std::string>& v, std::size_t max) {
+  std::string s;
+  for (std::size_t i = 0; i < v.size() && i < max; ++i) s += (i ? ", " : "") + v[i];
+  if (v.size() > max) s += ", ... (" + std::to_string(v.size()) + ")";
+  return s;
+}
+
+}  // namespace
+
+void draw_models_panel(AppState& app, Ui& ui) {
+  if (!ui.begin_panel("Models")) return;
+  static int selected = -1;
+  if (ui.button("models.refresh", "Refresh")) app.refresh_models();
+  ImGui::SameLine();
+  ImGui::TextDisabled("%zu files in %s", app.models.size(), app.settings.workspace.c_str());
+  const ImGuiTableFlags flags = ImGuiTableFlags_RowBg | ImGuiTableFlags_Borders | ImGuiTableFlags_Resizable |
+                                ImGuiTableFlags_ScrollY | ImGuiTableFlags_SizingStretchProp;
+  if (ImGui::BeginTable("models", 5, flags, ImVec2(0, ImGui::GetTextLineHeightWithSpacing() * 9))) {
+    ImGui::TableSetupScrollFreeze(0, 1);
+    ImGui::TableSetupColumn("file", ImGuiTableColumnFlags_WidthStretch, 3.0f);
+    ImGui::TableSetupColumn("kind");
+    ImGui::TableSetupColumn("base");
+    ImGui::TableSetupColumn("classes / concepts", ImGuiTableColumnFlags_WidthStretch, 2.0f);
+    ImGui::TableSetupColumn("size");
+    ImGui::TableHeadersRow();
+    for (int i = 0; i < static_cast<int>(app.models.size()); ++i) {
+      const ModelFileInfo& m = app.models[i];
+      ImGui::TableNextRow();
+      ImGui::TableNextColumn();
+      if (ImGui::Selectable(m.path.string().c_str(), selected == i, ImGuiSelectableFlags_SpanAllColumns)) selected = i;
+      ImGui::TableNextColumn();
+      if (!m.error.empty())
+        ImGui::TextColored(ImVec4(1, 0.4f, 0.35f, 1), "unreadable");
+      else
+        ImGui::Text("%s%s%s", m.kind.c_str(), m.method.empty() ? "" : " / ", m.method.c_str());
+      ImGui::TableNextColumn();
+      ImGui::Text("%s", m.base_hash.substr(0, 12).c_str());
+      ImGui::TableNextColumn();
+      ImGui::Text("%s", joined(m.classes, 4).c_str());
+      ImGui::TableNextColumn();
+      ImGui::Text("%s", size_text(m.bytes).c_str());
+    }
+    ImGui::EndTable();
+  }
+  if (selected >= 0 && selected < static_cast<int>(app.models.size())) {
+    const ModelFileInfo& m = app.models[selected];
+    if (!m.error.empty()) ImGui::TextWrapped("%s", m.error.c_str());
+    ImGui::Text("%zu tensors, %lld values", m.tensors, static_cast<long long>(m.parameters));
+    if (ImGui::TreeNode("metadata")) {
+      for (const auto& [k, v] : m.metadata) {
+        const std::string shown = v.size() > 160 ? v.substr(0, 160) + "..." : v;
+        ImGui::TextWrapped("%s: %s", k.c_str(), shown.c_str());
+      }
+      ImGui::TreePop();
+    }
+    if (ImGui::SmallButton("use as file to check")) app.inspect_file = m.path.string();
+    ImGui::SameLine();
+    if (ImGui::SmallButton("use as base")) app.inspect_base = m.path.string();
+    ImGui::SameLine();
+    if (ImGui::SmallButton("use in Gallery") && m.kind == "dit") {
+      app.gallery.values["model"] = m.path.string();
+      app.gallery.validate(app.registry().get(app.gallery.kind));
+    }
+  }
+  ImGui::Separator();
+  ImGui::TextUnformatted("compatibility report");
+  path_field(ui, "file (adapter / LoRA)", app.inspect_file, false, ".safetensors");
+  path_field(ui, "base model", app.inspect_base, false, nullptr);
+  if (ui.button("models.check", "Check compatibility", !app.report_pending(), "checking...")) app.request_report();
+  if (!app.inspect_report.empty()) {
+    ImGui::BeginChild("report", ImVec2(0, 0), true, ImGuiWindowFlags_HorizontalScrollbar);
+    ImGui::TextUnformatted(app.inspect_report.c_str());
+    ImGui::EndChild();
+  }
+  ImGui::End();
+}
+
+}  // namespace atelier::gui
