@@ -3,6 +3,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
+
 #include <atomic>
 #include <cstdio>
 
@@ -71,6 +73,30 @@ nlohmann::json tiny_base_job(std::int64_t seed) {
           {"warmup", 1},          {"sample_steps", 2},
           {"val_every", 1000},    {"sample_every", 1000},
           {"seed", seed},         {"classes", {"circle", "square"}}};
+}
+
+std::filesystem::path tiny_base_model(const TempDir& dir, int seed) {
+  const std::string name = "base" + std::to_string(seed);
+  auto r = run_job_file(dir, tiny_base_job(seed), name);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  return dir / name / "model.safetensors";
+}
+
+nlohmann::json tiny_finetune_job(const std::filesystem::path& base, const std::string& method) {
+  return {{"kind", "difffit"},
+          {"base", base.string()},
+          {"method", method},
+          {"classes", {"circle", "square"}},
+          {"styles", {"night"}},
+          {"steps", 4},
+          {"batch", 4},
+          {"checkpoint_every", 2},
+          {"sample_every", 1000},
+          {"sample_steps", 2},
+          {"eval_per_class", 2},
+          {"reference_samples", 16},
+          {"probe", source_path("assets/models/probe.safetensors").string()}};
 }
 
 }  // namespace atelier::test

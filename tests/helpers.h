@@ -40,6 +40,11 @@ DiTConfig tiny_dit_config(std::int64_t hidden = 32, std::int64_t depth = 2, std:
 // A train_base job of two steps on 16x16 circles and squares: a base model in about a second.
 nlohmann::json tiny_base_job(std::int64_t seed = 0);
 
+// A tiny Shapes base model trained by tiny_base_job(seed) into <dir>/base<seed>/model.safetensors.
+std::filesystem::path tiny_base_model(const TempDir& dir, int seed = 0);
+// A four-step `difffit` job (any tuning method) on `base`, to the night style of circles and squares.
+nlohmann::json tiny_finetune_job(const std::filesystem::path& base, const std::string& method);
+
 std::filesystem::path source_path(const std::string& relative);
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b);
 

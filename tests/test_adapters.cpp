@@ -42,31 +42,6 @@ torch::Tensor run(DiT& m, const Inputs& in) {
   return m->forward(in.x, in.t, in.y);
 }
 
-// A tiny Shapes base model trained for two steps by train_base.
-fs::path tiny_base(const test::TempDir& dir, int seed = 0) {
-  const std::string name = "base" + std::to_string(seed);
-  auto r = test::run_job_file(dir, test::tiny_base_job(seed), name);
-  INFO(r.output);
-  REQUIRE(r.exit_code == 0);
-  return dir / name / "model.safetensors";
-}
-
-json tiny_finetune(const fs::path& base, const std::string& method) {
-  return {{"kind", "difffit"},
-          {"base", base.string()},
-          {"method", method},
-          {"classes", {"circle", "square"}},
-          {"styles", {"night"}},
-          {"steps", 4},
-          {"batch", 4},
-          {"checkpoint_every", 2},
-          {"sample_every", 1000},
-          {"sample_steps", 2},
-          {"eval_per_class", 2},
-          {"reference_samples", 16},
-          {"probe", test::source_path("assets/models/probe.safetensors").string()}};
-}
-
 }  // namespace
 
 TEST_CASE("LoRA target patterns: path tails as PEFT, globs over segments", "[adapters][lora]") {
@@ -224,8 +199,8 @@ TEST_CASE("Trainable parameters of DiT-XL/2 printed by atelier match the formula
 TEST_CASE("difffit job: adapter file, before/after metrics, fold, and loading onto the right base only",
           "[adapters][difffit][cli]") {
   test::TempDir dir;
-  const auto base = tiny_base(dir, 0);
-  json job = tiny_finetune(base, "difffit");
+  const auto base = test::tiny_base_model(dir, 0);
+  json job = test::tiny_finetune_job(base, "difffit");
   job["fold"] = true;
   auto r = test::run_job_file(dir, job, "ft");
   INFO(r.output);
@@ -261,7 +236,7 @@ TEST_CASE("difffit job: adapter file, before/after metrics, fold, and loading on
   CHECK(test::max_abs_diff(run(folded_cli, in), run(folded, in)) <= 1e-6);
 
   // Another base model: one clear error, nothing written.
-  const auto other = tiny_base(dir, 1);
+  const auto other = test::tiny_base_model(dir, 1);
   auto wrong = test::run_cli("fold " + other.string() + " " + (dir / "ft/adapter.safetensors").string() + " -o " +
                              (dir / "wrong.safetensors").string());
   CHECK(wrong.exit_code == 1);
@@ -281,8 +256,8 @@ TEST_CASE("difffit job: adapter file, before/after metrics, fold, and loading on
 
 TEST_CASE("difffit job: LoRA baseline and 16 -> 32 resolution adaptation", "[adapters][difffit][cli]") {
   test::TempDir dir;
-  const auto base = tiny_base(dir, 0);
-  json lora = tiny_finetune(base, "lora");
+  const auto base = test::tiny_base_model(dir, 0);
+  json lora = test::tiny_finetune_job(base, "lora");
   lora["lora_rank"] = 2;
   auto r = test::run_job_file(dir, lora, "lora");
   INFO(r.output);
@@ -291,7 +266,7 @@ TEST_CASE("difffit job: LoRA baseline and 16 -> 32 resolution adaptation", "[ada
   CHECK(a.tensors.count("blocks.0.attn.qkv.lora_A.weight") == 1);
   CHECK(a.tensors.at("blocks.0.attn.qkv.lora_A.weight").size(0) == 2);
 
-  json big = tiny_finetune(base, "difffit");
+  json big = test::tiny_finetune_job(base, "difffit");
   big["image_size"] = 32;
   auto rb = test::run_job_file(dir, big, "big");
   INFO(rb.output);

@@ -15,6 +15,7 @@
 #include "diffusion/generate.h"
 #include "studio/runner.h"
 #include "studio/verify.h"
+#include "studio/workspace.h"
 
 namespace atelier::cli {
 
@@ -175,29 +176,22 @@ int fold(const std::string& base, const std::vector<std::string>& adapters, cons
 }
 
 int lora_report(const std::string& file, const std::string& base, bool as_json) {
+  if (!as_json) {
+    std::fputs(compatibility_report(file, base).c_str(), stdout);
+    return 0;
+  }
   DiTModelInfo info;
   DiT model = load_generator_model(base, &info);
   const LoRAWeights lora = read_lora_file(file, lora_layer_paths(*model));
   const LoRACompatibility c = check_lora(lora, *model);
-  if (as_json) {
-    std::cout << json{{"file", file},
-                      {"base", base},
-                      {"dialect", lora_dialect_name(lora.dialect)},
-                      {"matched", c.matched},
-                      {"unmatched", c.unmatched},
-                      {"mismatched", c.mismatched}}
-                     .dump(2)
-              << "\n";
-    return 0;
-  }
-  std::printf("%s: %s LoRA, %zu layer(s) against %s\n", file.c_str(), lora_dialect_name(lora.dialect),
-              lora.layers.size() + lora.unresolved.size(), base.c_str());
-  std::printf("  matched:    %zu\n", c.matched.size());
-  for (const auto& m : c.matched) std::printf("    %s\n", m.c_str());
-  std::printf("  unmatched:  %zu (no such layer in the base model)\n", c.unmatched.size());
-  for (const auto& m : c.unmatched) std::printf("    %s\n", m.c_str());
-  std::printf("  mismatched: %zu (shapes differ)\n", c.mismatched.size());
-  for (const auto& m : c.mismatched) std::printf("    %s\n", m.c_str());
+  std::cout << json{{"file", file},
+                    {"base", base},
+                    {"dialect", lora_dialect_name(lora.dialect)},
+                    {"matched", c.matched},
+                    {"unmatched", c.unmatched},
+                    {"mismatched", c.mismatched}}
+                   .dump(2)
+            << "\n";
   return 0;
 }
 

@@ -1,0 +1,99 @@
+// atelier-studio for real under Xvfb: tests/studio/smoke.studio trains a tiny model from the Train panel
+// (loss curve, preview, cancel, resume), generates a grid in the Gallery, tries an adapter of another
+// base model and an empty folder, and saves screenshots. Built only with the GUI (ATELIER_STUDIO).
+#ifdef ATELIER_STUDIO
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+
+#include "core/config.h"
+#include "core/image.h"
+#include "core/report.h"
+#include "tests/helpers.h"
+
+using namespace atelier;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Mean and standard deviation of all channels: a blank or cleared frame has almost no spread.
+std::pair<double, double> pixel_stats(const Image& img) {
+  double sum = 0, sq = 0;
+  for (auto p : img.pixels) sum += p, sq += static_cast<double>(p) * p;
+  const double n = static_cast<double>(img.pixels.size());
+  const double mean = sum / n;
+  return {mean, std::sqrt(std::max(0.0, sq / n - mean * mean))};
+}
+
+}  // namespace
+
+TEST_CASE("atelier-studio scripted smoke run under Xvfb", "[studio][gui]") {
+  if (std::system("command -v xvfb-run > /dev/null 2>&1") != 0) FAIL("xvfb-run is missing (scripts/setup.sh installs it)");
+  test::TempDir dir("atelier-studio");
+  // An adapter trained on another base model, and a folder without images.
+  const fs::path other_base = test::tiny_base_model(dir, 7);
+  auto r = test::run_job_file(dir, test::tiny_finetune_job(other_base, "difffit"), "other");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  fs::create_directories(dir / "empty" / "nothing-here");
+  fs::create_directories(dir / "ws");
+
+  const fs::path shots = dir / "shots";
+  const std::string cmd = "cd '" + (dir / "ws").string() + "' && xvfb-run -a -s '-screen 0 1280x800x24' '" +
+                          std::string(ATELIER_STUDIO) + "' --script '" +
+                          test::source_path("tests/studio/smoke.studio").string() + "' --screenshot-dir '" +
+                          shots.string() + "' --config-dir '" + (dir / "config").string() + "' --var other_adapter=" +
+                          (dir / "other" / "adapter.safetensors").string() +
+                          " --var empty_folder=" + (dir / "empty").string() + " > '" + (dir / "studio.log").string() +
+                          "' 2>&1";
+  const int rc = std::system(cmd.c_str());
+  std::ifstream log(dir / "studio.log");
+  const std::string output((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  INFO(output);
+  REQUIRE(rc == 0);
+  const json report = load_json_file(shots / "report.json");
+  INFO(report.dump(2));
+  CHECK(report["ok"] == true);
+
+  // The training run: cancelled once, resumed, completed with its model, checkpoints and loss log.
+  const fs::path run = dir / "ws" / report["train_run_dir"].get<std::string>();
+  CHECK(load_json_file(run / "status.json")["status"] == "completed");
+  CHECK(fs::exists(run / "model.safetensors"));
+  CHECK(fs::exists(run / "preview.png"));
+  const auto events = read_jsonl_log(run / "log.jsonl");
+  int resumed = 0, progress = 0;
+  for (const auto& e : events) {
+    if (e.type == Event::Type::Log && e.message.rfind("resuming train_base", 0) == 0) ++resumed;
+    if (e.type == Event::Type::Progress && e.scalars.count("loss")) ++progress;
+  }
+  CHECK(resumed == 1);
+  CHECK(progress > 100);
+
+  // The Gallery grid from the trained model; the adapter of another base left no run behind.
+  REQUIRE(report["gallery"].size() == 1);
+  const fs::path grid = dir / "ws" / report["gallery"][0]["image"].get<std::string>();
+  CHECK(load_image(grid).width > 0);
+  CHECK(report["job"]["state"] == "failed");
+  CHECK_THAT(report["message"].get<std::string>(), Catch::Contains("adapter for base model"));
+  CHECK_FALSE(fs::exists(dir / "ws" / report["job"]["run_dir"].get<std::string>()));
+
+  // Responsive while training: the longest frame stays under 100 ms.
+  CHECK(report["training_frames"].get<int>() > 50);
+  CHECK(report["max_frame_ms_training"].get<double>() < 100.0);
+
+  // Every screenshot is a real frame of the expected size.
+  const std::vector<std::string> expected = {"bad_value", "training", "trained", "gallery", "errors"};
+  REQUIRE(report["screenshots"].size() == expected.size());
+  for (const auto& name : expected) {
+    INFO(name);
+    const Image shot = load_image(shots / (name + ".png"));
+    CHECK(shot.width == 1280);
+    CHECK(shot.height == 800);
+    const auto [mean, spread] = pixel_stats(shot);
+    CHECK(mean > 5);
+    CHECK(spread > 10);
+  }
+}
+#endif
