@@ -147,6 +147,7 @@ bool AppState::start_job(const JobForm& form, Owner owner, fs::path run_dir, boo
     if (!session_) session_ = std::make_unique<JobSession>(registry_, settings.job_threads);
     RunRequest request{form.document(), "studio", {}, run_dir, resume};
     const PreparedRun p = session_->start(request, check_job_inputs);
+    if (job_owner == Owner::Train && owner != Owner::Train) last_training = std::move(job);
     job = JobView{};
     job.kind = p.kind->name;
     job.run_dir = p.run_dir;

@@ -79,8 +79,9 @@ class AppState {
   void add_recent_folder(const std::string& folder);
 
   // --- the job slot (one job at a time, shared by Train, Gallery and Merge) -------------------------
-  JobView job;
+  JobView job;  // the current (or last) job
   Owner job_owner = Owner::None;
+  JobView last_training;  // the last Train job once another panel's job replaced it
   // Starts `form` (validated) in `run_dir` (empty: a fresh folder under runs_dir). Errors become
   // `message` and nothing starts. Returns true when the job started.
   bool start_job(const JobForm& form, Owner owner, std::filesystem::path run_dir = {}, bool resume = false);

@@ -42,7 +42,7 @@ void draw_folder(AppState& app, Ui& ui) {
     ImGui::TextDisabled("%s (%d)", f.classes[c].c_str(), per_class[c]);
   }
   const float cell = 56 * ui.scale;
-  const int columns = std::max(1, static_cast<int>(ImGui::GetContentRegionAvail().x / (cell + 4)));
+  const int columns = std::max(1, static_cast<int>(ImGui::GetContentRegionAvail().x / (cell + 8 * ui.scale)));
   for (int i = 0; i < static_cast<int>(f.items.size()) && i < kThumbnails; ++i) {
     if (i % columns != 0) ImGui::SameLine();
     const auto& item = f.items[i];
@@ -76,8 +76,9 @@ void draw_shapes(AppState& app, Ui& ui) {
     it = rendered.emplace(app.shapes_preset, std::make_pair(std::move(images), std::move(captions))).first;
   }
   const float cell = 56 * ui.scale;
+  const int columns = std::max(1, static_cast<int>(ImGui::GetContentRegionAvail().x / (cell + 8 * ui.scale)));
   for (int i = 0; i < static_cast<int>(it->second.first.size()); ++i) {
-    if (i % 8 != 0) ImGui::SameLine();
+    if (i % columns != 0) ImGui::SameLine();
     image(ui.textures.picture("shapes/" + p.name + "/" + std::to_string(i), it->second.first[i]), cell);
     if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", it->second.second[i].c_str());
   }
@@ -104,17 +105,8 @@ void draw_shapes(AppState& app, Ui& ui) {
 
 void draw_data_panel(AppState& app, Ui& ui) {
   if (!ui.begin_panel("Data")) return;
-  if (ImGui::BeginTabBar("data")) {
-    if (ImGui::BeginTabItem("Folder")) {
-      draw_folder(app, ui);
-      ImGui::EndTabItem();
-    }
-    if (ImGui::BeginTabItem("Shapes")) {
-      draw_shapes(app, ui);
-      ImGui::EndTabItem();
-    }
-    ImGui::EndTabBar();
-  }
+  if (ImGui::CollapsingHeader("Shapes generator", ImGuiTreeNodeFlags_DefaultOpen)) draw_shapes(app, ui);
+  if (ImGui::CollapsingHeader("Image folder", ImGuiTreeNodeFlags_DefaultOpen)) draw_folder(app, ui);
   ImGui::End();
 }
 

@@ -35,9 +35,10 @@ void draw_slot(AppState& app, Ui& ui, const char* title, int index, float width)
 
 void draw_gallery_panel(AppState& app, Ui& ui) {
   if (!ui.begin_panel("Gallery")) return;
+  if (app.job_owner == Owner::Gallery) message_bar(app);
   const JobKind& kind = app.registry().get(app.gallery.kind);
   if (ImGui::CollapsingHeader("Generate", ImGuiTreeNodeFlags_DefaultOpen)) {
-    ImGui::BeginChild("form", ImVec2(0, ImGui::GetTextLineHeightWithSpacing() * 9), true);
+    ImGui::BeginChild("form", ImVec2(0, ImGui::GetTextLineHeightWithSpacing() * 6), true);
     job_form(ui, app, app.gallery, kind);
     ImGui::EndChild();
     const bool running = app.job_running();
@@ -67,10 +68,15 @@ void draw_gallery_panel(AppState& app, Ui& ui) {
       if (ImGui::SmallButton(("B" + std::to_string(i + 1)).c_str())) app.compare_b = i;
       ImGui::PopID();
     }
-    const float w = (ImGui::GetContentRegionAvail().x - ImGui::GetStyle().ItemSpacing.x) * 0.5f;
-    draw_slot(app, ui, "A", app.compare_a, w);
-    ImGui::SameLine();
-    draw_slot(app, ui, "B", app.compare_b, w);
+    const float full = ImGui::GetContentRegionAvail().x;
+    if (app.compare_b < 0) {
+      draw_slot(app, ui, "A", app.compare_a, full);
+    } else {
+      const float w = (full - ImGui::GetStyle().ItemSpacing.x) * 0.5f;
+      draw_slot(app, ui, "A", app.compare_a, w);
+      ImGui::SameLine();
+      draw_slot(app, ui, "B", app.compare_b, w);
+    }
     static std::string save_path;
     if (save_path.empty()) save_path = "gallery.png";
     ImGui::SetNextItemWidth(ImGui::GetContentRegionAvail().x * 0.6f);

@@ -136,6 +136,12 @@ void draw_menu(AppState& app, Ui& ui, bool& quit) {
     ImGui::Text("%s %lld/%lld", app.job.kind.c_str(), static_cast<long long>(app.job.step),
                 static_cast<long long>(app.job.total));
   }
+  if (!app.message.empty()) {
+    ImGui::Separator();
+    const ImVec4 color = app.message_is_error ? ImVec4(1.0f, 0.35f, 0.3f, 1.0f) : ImVec4(0.55f, 0.85f, 0.55f, 1.0f);
+    ImGui::TextColored(color, "%s", app.message.c_str());
+    if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", app.message.c_str());
+  }
   ImGui::EndMainMenuBar();
 }
 

@@ -5,6 +5,7 @@ namespace atelier::gui {
 
 void draw_merge_panel(AppState& app, Ui& ui) {
   if (!ui.begin_panel("Merge")) return;
+  if (app.job_owner == Owner::Merge) message_bar(app);
   const JobKind& kind = app.registry().get(app.merge.kind);
   ImGui::TextWrapped("%s", kind.help.c_str());
   // Adapters found in the workspace: click to add to the merge.

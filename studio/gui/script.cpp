@@ -81,6 +81,10 @@ void Script::update(AppState& app, Ui& ui, double now) {
       return;
     }
   }
+  if (!ui.pressed.empty()) {
+    error_ = path_.string() + ": button '" + *ui.pressed.begin() + "' is not on screen (open its panel first)";
+    return;
+  }
   while (!finished()) {
     Command c = commands_[pc_];
     vars_["train_run_dir"] = app.train_run_dir;

@@ -33,23 +33,23 @@ std::string duration(double seconds) {
   return buf;
 }
 
-void draw_live(AppState& app, Ui& ui) {
-  const auto loss = thin(app.job.loss, 600);
+void draw_live(const JobView& job, Ui& ui) {
+  const auto loss = thin(job.loss, 600);
   if (!loss.empty()) {
     char label[64];
     std::snprintf(label, sizeof(label), "loss %.4f", loss.back());
     ImGui::PlotLines("##loss", loss.data(), static_cast<int>(loss.size()), 0, label, FLT_MAX, FLT_MAX,
                  ImVec2(ImGui::GetContentRegionAvail().x, 90 * ui.scale));
   }
-  const auto val = thin(app.job.val_loss, 600);
+  const auto val = thin(job.val_loss, 600);
   if (!val.empty()) {
     char label[64];
     std::snprintf(label, sizeof(label), "validation loss %.4f", val.back());
     ImGui::PlotLines("##val", val.data(), static_cast<int>(val.size()), 0, label, FLT_MAX, FLT_MAX,
                  ImVec2(ImGui::GetContentRegionAvail().x, 60 * ui.scale));
   }
-  auto preview = app.job.artifacts.find("preview");
-  if (preview != app.job.artifacts.end()) {
+  auto preview = job.artifacts.find("preview");
+  if (preview != job.artifacts.end()) {
     ImGui::Text("preview: %s", preview->second.filename().string().c_str());
     image(ui.textures.file(preview->second), 360 * ui.scale);
   }
@@ -73,7 +73,7 @@ void draw_job_progress(AppState& app, Ui& ui) {
 
 void draw_train_panel(AppState& app, Ui& ui) {
   if (!ui.begin_panel("Train")) return;
-  message_bar(app);
+  if (app.job_owner == Owner::Train || app.job_owner == Owner::None) message_bar(app);
   const JobRegistry& reg = app.registry();
   // Every registered kind appears here: new methods show up without GUI changes.
   if (ImGui::BeginCombo("job kind", app.train.kind.c_str())) {
@@ -117,7 +117,7 @@ void draw_train_panel(AppState& app, Ui& ui) {
     ImGui::EndChild();
     ImGui::TableNextColumn();
     ImGui::BeginChild("live", ImVec2(0, 0));
-    if (ours) draw_live(app, ui);
+    draw_live(ours ? app.job : app.last_training, ui);
     ImGui::EndChild();
     ImGui::EndTable();
   }
