@@ -21,7 +21,8 @@ log() { printf '[setup] %s\n' "$*"; }
 # ---- Debian packages ---------------------------------------------------------------------------
 pkgs=(build-essential cmake ninja-build pkg-config ccache clang-format clang libclang-rt-14-dev python3 python3-venv
       libopencv-core-dev libopencv-imgproc-dev libstb-dev nlohmann-json3-dev catch2 libcli11-dev libssl-dev)
-[ "$GUI" = ON ] && pkgs+=(libimgui-dev libglfw3-dev libgl-dev xvfb xauth)
+[ "$GUI" = ON ] && pkgs+=(libimgui-dev libglfw3-dev libgl-dev xvfb xauth fonts-dejavu-core
+                         libgl1-mesa-dri libglx-mesa0)
 [ "$TORCH_SRC" = debian ] && pkgs+=(libtorch-dev libopenblas0-pthread)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -11,7 +11,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool edited_as_text(const FieldInfo& f) { return f.type == "object" || f.type.rfind("list", 0) == 0; }
+bool edited_as_text(const FieldInfo& f) {
+  return f.type == "object" || f.type.rfind("list", 0) == 0;
+}
 
 std::string error_field(const std::string& message) {
   static const std::regex re("field '([^']+)'");
@@ -131,7 +133,9 @@ fs::path AppState::new_run_dir(const std::string& kind) const {
   return dir;
 }
 
-bool AppState::job_running() const { return session_ && session_->busy(); }
+bool AppState::job_running() const {
+  return session_ && session_->busy();
+}
 
 bool AppState::start_job(const JobForm& form, Owner owner, fs::path run_dir, bool resume) {
   if (job_running()) {
@@ -179,9 +183,11 @@ void AppState::poll() {
         if (job_owner == Owner::Gallery && job.artifacts.count("samples")) {
           const json& c = gallery.effective;
           std::string label = fs::path(c.value("model", "")).filename().string();
-          for (const auto& a : c.value("adapters", json::array())) label += " + " + fs::path(a.get<std::string>()).stem().string();
+          for (const auto& a : c.value("adapters", json::array()))
+            label += " + " + fs::path(a.get<std::string>()).stem().string();
           label += ", " + c.value("sampler", std::string()) + " " + std::to_string(c.value("steps", 0)) +
-                   " steps, cfg " + json(c.value("cfg_scale", 0.0)).dump() + ", seed " + std::to_string(c.value("seed", 0));
+                   " steps, cfg " + json(c.value("cfg_scale", 0.0)).dump() + ", seed " +
+                   std::to_string(c.value("seed", 0));
           gallery_items.push_back({job.artifacts["samples"], label, c});
           compare_b = compare_a;
           compare_a = static_cast<int>(gallery_items.size()) - 1;
@@ -212,9 +218,8 @@ void AppState::request_report() {
     return;
   }
   inspect_report = "checking...";
-  report_task_ = std::async(std::launch::async, [file = inspect_file, base = inspect_base] {
-    return compatibility_report(file, base);
-  });
+  report_task_ = std::async(std::launch::async,
+                            [file = inspect_file, base = inspect_base] { return compatibility_report(file, base); });
 }
 
 void AppState::open_folder(const std::string& path) {

@@ -23,8 +23,8 @@ namespace atelier {
 struct Settings {
   std::string workspace = ".";  // models are listed from here (assets/, runs/, models/)
   std::vector<std::string> recent_folders;
-  int job_threads = 0;       // LibTorch threads of jobs (0: all cores)
-  double font_scale = 0.0;   // 0: the monitor's content scale
+  int job_threads = 0;      // LibTorch threads of jobs (0: all cores)
+  double font_scale = 0.0;  // 0: the monitor's content scale
   std::string runs_dir = "runs";
 
   template <class V>

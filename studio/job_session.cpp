@@ -64,7 +64,9 @@ bool JobSession::busy() const {
   return shared_->state == JobState::Running;
 }
 
-void JobSession::cancel() { shared_->cancel.request(); }
+void JobSession::cancel() {
+  shared_->cancel.request();
+}
 
 void JobSession::wait() {
   if (worker_.joinable()) worker_.join();

@@ -31,8 +31,8 @@ struct JobView {
   std::string phase;
   std::int64_t step = 0, total = 0;
   double it_per_s = 0, eta_s = 0;
-  std::vector<std::pair<std::int64_t, float>> loss;      // (step, loss) of every progress event
-  std::vector<std::pair<std::int64_t, float>> val_loss;  // (step, val_loss)
+  std::vector<std::pair<std::int64_t, float>> loss;        // (step, loss) of every progress event
+  std::vector<std::pair<std::int64_t, float>> val_loss;    // (step, val_loss)
   std::map<std::string, std::filesystem::path> artifacts;  // latest path per artifact kind
   int artifact_version = 0;                                // bumps on every artifact event
   std::map<std::string, double> metrics;

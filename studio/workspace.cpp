@@ -105,8 +105,7 @@ ImageFolderInfo scan_image_folder(const fs::path& root) {
   ImageFolderInfo info;
   info.root = root;
   if (ds.classes().size() > 1 || (ds.classes().size() == 1 && !ds.classes()[0].empty())) info.classes = ds.classes();
-  for (const auto& item : ds.items())
-    info.items.push_back({item.image, static_cast<int>(item.label), item.caption});
+  for (const auto& item : ds.items()) info.items.push_back({item.image, static_cast<int>(item.label), item.caption});
   return info;
 }
 
@@ -118,15 +117,15 @@ const std::vector<ShapesPreset>& shapes_presets() {
       {"night", "dark backgrounds, glowing shapes", {{"styles", {"night"}}}},
       {"pixel", "pixel-art rendering", {{"styles", {"pixel"}}}},
       {"concept glyphs", "the 5 concept glyphs used for customization", {{"glyphs", shapes::glyph_names()}}},
-      {"busy", "smaller shapes on two-tone and gradient backgrounds",
+      {"busy",
+       "smaller shapes on two-tone and gradient backgrounds",
        {{"min_scale", 0.3}, {"max_scale", 0.6}, {"jitter", 0.2}, {"plain_backgrounds", false}}},
   };
   return presets;
 }
 
 std::vector<Image> render_shapes(const json& data, int size, int count, std::vector<std::string>* captions) {
-  const shapes::Spec spec =
-      with_context([&] { return from_json<ShapesData>(data).spec(size); }, "Shapes data");
+  const shapes::Spec spec = with_context([&] { return from_json<ShapesData>(data).spec(size); }, "Shapes data");
   std::vector<Image> out;
   for (int i = 0; i < count; ++i) {
     const shapes::Attributes a = shapes::sample_attributes(spec, 0, i);
@@ -137,8 +136,7 @@ std::vector<Image> render_shapes(const json& data, int size, int count, std::vec
 }
 
 void write_shapes_folder(const json& data, int size, int count, const fs::path& folder) {
-  const shapes::Spec spec =
-      with_context([&] { return from_json<ShapesData>(data).spec(size); }, "Shapes data");
+  const shapes::Spec spec = with_context([&] { return from_json<ShapesData>(data).spec(size); }, "Shapes data");
   for (int i = 0; i < count; ++i) {
     int label = 0;
     const shapes::Attributes a = shapes::sample_attributes(spec, 0, i, &label);

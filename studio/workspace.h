@@ -17,9 +17,9 @@ struct PreparedRun;
 
 struct ModelFileInfo {
   std::filesystem::path path;
-  std::string kind;       // "dit", "adapter", "probe", "vae", "lora (kohya)", "checkpoint", "safetensors"
-  std::string method;     // adapters: difffit, bitfit, full, lora, ortho_lora
-  std::string base_hash;  // adapters: SHA-256 of the base model they were trained on
+  std::string kind;                  // "dit", "adapter", "probe", "vae", "lora (kohya)", "checkpoint", "safetensors"
+  std::string method;                // adapters: difffit, bitfit, full, lora, ortho_lora
+  std::string base_hash;             // adapters: SHA-256 of the base model they were trained on
   std::vector<std::string> classes;  // class names or concepts
   std::uintmax_t bytes = 0;
   std::size_t tensors = 0;

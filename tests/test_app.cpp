@@ -73,8 +73,9 @@ TEST_CASE("A job on the worker thread reports progress, cancels and resumes to t
   JobSession session;
   RunRequest request{tiny_training(400), "test", {}, dir / "run", false};
   request.job["kind"] = "train_base";
-  CHECK_THROWS_WITH(session.start(RunRequest{json{{"kind", "train_base"}, {"stepz", 1}}, "test", {}, dir / "bad", false}),
-                    Catch::Contains("stepz"));
+  CHECK_THROWS_WITH(
+      session.start(RunRequest{json{{"kind", "train_base"}, {"stepz", 1}}, "test", {}, dir / "bad", false}),
+      Catch::Contains("stepz"));
   CHECK_FALSE(fs::exists(dir / "bad"));
 
   session.start(request);
@@ -91,7 +92,8 @@ TEST_CASE("A job on the worker thread reports progress, cancels and resumes to t
 
   request.resume = true;
   session.start(request);
-  view = poll_until(session, JobView{}, [](const JobView& v) { return v.state != JobState::Running; }, 300);
+  view = poll_until(
+      session, JobView{}, [](const JobView& v) { return v.state != JobState::Running; }, 300);
   INFO(view.error);
   REQUIRE(view.state == JobState::Completed);
   CHECK(view.step == 400);
@@ -119,7 +121,10 @@ TEST_CASE("Inputs are checked before a job starts: adapters of another base, emp
 
   JobSession session;
   RunRequest wrong{{{"kind", "sample"}, {"model", base1.string()}, {"adapters", {adapter.string()}}, {"probe", ""}},
-                   "test", {}, dir / "wrong", false};
+                   "test",
+                   {},
+                   dir / "wrong",
+                   false};
   session.start(wrong, check_job_inputs);
   JobView view = poll_until(session, JobView{}, [](const JobView& v) { return v.state != JobState::Running; });
   CHECK(view.state == JobState::Failed);

@@ -30,7 +30,8 @@ std::pair<double, double> pixel_stats(const Image& img) {
 }  // namespace
 
 TEST_CASE("atelier-studio scripted smoke run under Xvfb", "[studio][gui]") {
-  if (std::system("command -v xvfb-run > /dev/null 2>&1") != 0) FAIL("xvfb-run is missing (scripts/setup.sh installs it)");
+  if (std::system("command -v xvfb-run > /dev/null 2>&1") != 0)
+    FAIL("xvfb-run is missing (scripts/setup.sh installs it)");
   test::TempDir dir("atelier-studio");
   // An adapter trained on another base model, and a folder without images.
   const fs::path other_base = test::tiny_base_model(dir, 7);
@@ -41,13 +42,12 @@ TEST_CASE("atelier-studio scripted smoke run under Xvfb", "[studio][gui]") {
   fs::create_directories(dir / "ws");
 
   const fs::path shots = dir / "shots";
-  const std::string cmd = "cd '" + (dir / "ws").string() + "' && xvfb-run -a -s '-screen 0 1280x800x24' '" +
-                          std::string(ATELIER_STUDIO) + "' --script '" +
-                          test::source_path("tests/studio/smoke.studio").string() + "' --screenshot-dir '" +
-                          shots.string() + "' --config-dir '" + (dir / "config").string() + "' --var other_adapter=" +
-                          (dir / "other" / "adapter.safetensors").string() +
-                          " --var empty_folder=" + (dir / "empty").string() + " > '" + (dir / "studio.log").string() +
-                          "' 2>&1";
+  const std::string cmd =
+      "cd '" + (dir / "ws").string() + "' && xvfb-run -a -s '-screen 0 1280x800x24' '" + std::string(ATELIER_STUDIO) +
+      "' --script '" + test::source_path("tests/studio/smoke.studio").string() + "' --screenshot-dir '" +
+      shots.string() + "' --config-dir '" + (dir / "config").string() +
+      "' --var other_adapter=" + (dir / "other" / "adapter.safetensors").string() +
+      " --var empty_folder=" + (dir / "empty").string() + " > '" + (dir / "studio.log").string() + "' 2>&1";
   const int rc = std::system(cmd.c_str());
   std::ifstream log(dir / "studio.log");
   const std::string output((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());

@@ -37,7 +37,7 @@ struct Ui {
   std::set<std::string> pressed;  // button ids the script presses on the next frame
   std::string pressed_disabled;   // a scripted press that hit a disabled button (the script fails)
   std::string focus;              // window to bring to front this frame
-  std::map<std::string, bool> open = {{"Models", true}, {"Data", true},  {"Train", true},
+  std::map<std::string, bool> open = {{"Models", true},  {"Data", true},  {"Train", true},
                                       {"Gallery", true}, {"Merge", true}, {"Log", true}};
   bool show_demo = false;
   TextureCache textures;

@@ -5,9 +5,9 @@
 //                  [--script FILE --screenshot-dir DIR [--var NAME=VALUE]...]   (see script.h)
 #include <GL/gl.h>
 #include <GLFW/glfw3.h>
-#include <imgui.h>
 #include <backends/imgui_impl_glfw.h>
 #include <backends/imgui_impl_opengl3.h>
+#include <imgui.h>
 #include <imgui_stdlib.h>
 #include <stb_image_write.h>
 
@@ -91,7 +91,9 @@ void save_screenshot(const fs::path& path, int width, int height) {
   const std::size_t row = static_cast<std::size_t>(width) * 4;
   for (int y = 0; y < height; ++y) std::copy_n(&rgba[(height - 1 - y) * row], row, &flipped[y * row]);
   std::string png;
-  auto append = [](void* out, void* data, int size) { static_cast<std::string*>(out)->append(static_cast<char*>(data), size); };
+  auto append = [](void* out, void* data, int size) {
+    static_cast<std::string*>(out)->append(static_cast<char*>(data), size);
+  };
   if (!stbi_write_png_to_func(append, &png, width, height, 4, flipped.data(), static_cast<int>(row)))
     fail(path.string(), ": PNG encoding failed");
   write_file_atomic(path, png);
@@ -175,8 +177,7 @@ json report(const AppState& app, const Script* script, const FrameStats& stats,
           {"training_frames", stats.training_frames},
           {"slow_frames", stats.slow},
           {"max_frame_ms_training", stats.max_training_ms},
-          {"mean_frame_ms_training",
-           stats.training_frames ? stats.total_training_ms / stats.training_frames : 0.0},
+          {"mean_frame_ms_training", stats.training_frames ? stats.total_training_ms / stats.training_frames : 0.0},
           {"job",
            {{"kind", app.job.kind},
             {"state", job_state_name(app.job.state)},
@@ -318,8 +319,8 @@ int main(int argc, char** argv) {
       }
       const json r = report(app, &*script, stats, screenshots);
       write_file_atomic(opt.screenshot_dir / "report.json", r.dump(2) + "\n");
-      std::printf("frames %d, longest frame %.1f ms (%.1f ms while a job ran, %d frames)\n", stats.frames,
-                  stats.max_ms, stats.max_training_ms, stats.training_frames);
+      std::printf("frames %d, longest frame %.1f ms (%.1f ms while a job ran, %d frames)\n", stats.frames, stats.max_ms,
+                  stats.max_training_ms, stats.training_frames);
     }
     try {
       app.save_settings();

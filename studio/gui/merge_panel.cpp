@@ -27,7 +27,8 @@ void draw_merge_panel(AppState& app, Ui& ui) {
   job_form(ui, app, app.merge, kind);
   ImGui::EndChild();
   const bool running = app.job_running();
-  if (ui.button("merge.start", "Merge", !running && app.merge.error.empty(), running ? "a job is running" : app.merge.error))
+  if (ui.button("merge.start", "Merge", !running && app.merge.error.empty(),
+                running ? "a job is running" : app.merge.error))
     app.start_job(app.merge, Owner::Merge);
   if (!app.merge.error.empty()) {
     ImGui::PushStyleColor(ImGuiCol_Text, ImVec4(1.0f, 0.4f, 0.35f, 1.0f));

@@ -11,11 +11,24 @@ namespace {
 
 // Minimum argument count of each command.
 const std::map<std::string, std::size_t>& arity() {
-  static const std::map<std::string, std::size_t> a = {
-      {"panel", 1},      {"kind", 2},           {"set", 3},       {"press", 1},          {"press_disabled", 1},
-      {"wait", 1},       {"wait_step", 1},      {"wait_artifact", 1}, {"wait_frames", 1}, {"screenshot", 1},
-      {"open_folder", 1}, {"refresh_models", 0}, {"check", 2},     {"wait_report", 0},    {"expect_message", 1},
-      {"expect_error", 2}, {"expect_folder_error", 1}, {"quit", 0}};
+  static const std::map<std::string, std::size_t> a = {{"panel", 1},
+                                                       {"kind", 2},
+                                                       {"set", 3},
+                                                       {"press", 1},
+                                                       {"press_disabled", 1},
+                                                       {"wait", 1},
+                                                       {"wait_step", 1},
+                                                       {"wait_artifact", 1},
+                                                       {"wait_frames", 1},
+                                                       {"screenshot", 1},
+                                                       {"open_folder", 1},
+                                                       {"refresh_models", 0},
+                                                       {"check", 2},
+                                                       {"wait_report", 0},
+                                                       {"expect_message", 1},
+                                                       {"expect_error", 2},
+                                                       {"expect_folder_error", 1},
+                                                       {"quit", 0}};
   return a;
 }
 

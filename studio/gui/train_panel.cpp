@@ -39,14 +39,14 @@ void draw_live(const JobView& job, Ui& ui) {
     char label[64];
     std::snprintf(label, sizeof(label), "loss %.4f", loss.back());
     ImGui::PlotLines("##loss", loss.data(), static_cast<int>(loss.size()), 0, label, FLT_MAX, FLT_MAX,
-                 ImVec2(ImGui::GetContentRegionAvail().x, 90 * ui.scale));
+                     ImVec2(ImGui::GetContentRegionAvail().x, 90 * ui.scale));
   }
   const auto val = thin(job.val_loss, 600);
   if (!val.empty()) {
     char label[64];
     std::snprintf(label, sizeof(label), "validation loss %.4f", val.back());
     ImGui::PlotLines("##val", val.data(), static_cast<int>(val.size()), 0, label, FLT_MAX, FLT_MAX,
-                 ImVec2(ImGui::GetContentRegionAvail().x, 60 * ui.scale));
+                     ImVec2(ImGui::GetContentRegionAvail().x, 60 * ui.scale));
   }
   auto preview = job.artifacts.find("preview");
   if (preview != job.artifacts.end()) {

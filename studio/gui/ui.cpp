@@ -236,8 +236,8 @@ bool path_field(Ui& /*ui*/, const char* label, std::string& path, bool folders, 
 namespace {
 
 bool is_path_field(const std::string& name) {
-  return name == "model" || name == "base" || name == "images" || name == "vae" || name == "probe" ||
-         name == "init" || name == "teacher" || name == "data_dir";
+  return name == "model" || name == "base" || name == "images" || name == "vae" || name == "probe" || name == "init" ||
+         name == "teacher" || name == "data_dir";
 }
 
 std::string tooltip(const FieldInfo& f) {
@@ -276,7 +276,7 @@ bool job_form(Ui& ui, AppState& /*app*/, JobForm& form, const JobKind& kind) {
     } else if (f.type == "string") {
       std::string s = v.is_string() ? v.get<std::string>() : std::string();
       bool edited = is_path_field(f.name) ? path_field(ui, name, s, f.name == "images" || f.name == "data_dir",
-                                                      f.name == "images" ? nullptr : ".safetensors")
+                                                       f.name == "images" ? nullptr : ".safetensors")
                                           : ImGui::InputText(name, &s);
       if (edited) v = s, changed = true;
     } else {
