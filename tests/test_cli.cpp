@@ -2,6 +2,7 @@
 
 #include "core/config.h"
 #include "core/safetensors.h"
+#include "studio/workspace.h"
 #include "tests/helpers.h"
 
 using namespace atelier;
@@ -91,4 +92,19 @@ TEST_CASE("verify reproduces reference outputs of converted checkpoints", "[cli]
   auto wrong = test::run_cli("verify " + vae + "weights_diffusers.safetensors " + dit + "io.safetensors");
   CHECK(wrong.exit_code == 1);
   CHECK(wrong.output.find("atelier: error:") != std::string::npos);
+}
+
+TEST_CASE("atelier shapes writes a preset as a folder dataset (the Data panel's Write folder)", "[cli][app]") {
+  test::TempDir dir("atelier-shapes-cli");
+  const std::string out = (dir / "night").string();
+  auto r = test::run_cli("shapes " + out + " --preset night --count 10 --size 16");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  const ImageFolderInfo folder = scan_image_folder(out);
+  CHECK(folder.items.size() == 10);
+  CHECK(folder.items[0].caption.find("night") != std::string::npos);
+  auto bad = test::run_cli("shapes " + out + " --preset neon");
+  CHECK(bad.exit_code == 1);
+  CHECK(bad.output.find("unknown preset 'neon'") != std::string::npos);
+  CHECK(test::run_cli("shapes --preset list " + out).output.find("concept glyphs") != std::string::npos);
 }

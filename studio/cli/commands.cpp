@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -208,6 +209,23 @@ int convert_lora(const std::string& in, const std::string& out, const std::strin
   write_lora_file(out, lora, to, a);
   std::printf("wrote %s: %s LoRA, %zu layers (from %s)\n", out.c_str(), dialect.c_str(), lora.layers.size(),
               lora_dialect_name(lora.dialect));
+  return 0;
+}
+
+int write_shapes(const std::string& preset, int count, int size, const std::string& folder) {
+  const auto& presets = shapes_presets();
+  auto it = std::find_if(presets.begin(), presets.end(), [&](const ShapesPreset& p) { return p.name == preset; });
+  if (it == presets.end()) {
+    std::string names;
+    for (const auto& p : presets) names += "\n  " + p.name + ": " + p.help;
+    if (preset == "list") {
+      std::printf("Shapes presets:%s\n", names.c_str());
+      return 0;
+    }
+    fail("--preset: unknown preset '", preset, "'; known:", names);
+  }
+  write_shapes_folder(it->data, size, count, folder);
+  std::printf("wrote %d %dx%d images (%s) to %s\n", count, size, size, preset.c_str(), folder.c_str());
   return 0;
 }
 

@@ -22,6 +22,8 @@ int lora_report(const std::string& file, const std::string& base, bool as_json);
 int convert_lora(const std::string& in, const std::string& out, const std::string& dialect, const std::string& base);
 int verify(const std::string& model, const std::string& reference, double tolerance);
 int convert(const std::string& in, const std::string& out, const std::string& select, const std::string& dtype);
+// Shapes images of a preset (studio/workspace.h) as a folder dataset.
+int write_shapes(const std::string& preset, int count, int size, const std::string& folder);
 int fold(const std::string& base, const std::vector<std::string>& adapters, const std::vector<double>& weights,
          const std::string& out);
 

@@ -85,6 +85,15 @@ int main(int argc, char** argv) {
   verify_cmd->add_option("reference", verify_reference, "safetensors with inputs and expected outputs")->required();
   verify_cmd->add_option("--tolerance", verify_tolerance, "max |diff| allowed, relative to max(1, max |reference|)");
 
+  std::string shapes_preset = "base classes", shapes_out;
+  int shapes_count = 256, shapes_size = 32;
+  auto* shapes_cmd =
+      app.add_subcommand("shapes", "Write Shapes images as a folder dataset (class sub-folders, .txt captions)");
+  shapes_cmd->add_option("folder", shapes_out, "output folder")->required();
+  shapes_cmd->add_option("--preset", shapes_preset, "preset (as in the app's Data panel; `--preset list` lists them)");
+  shapes_cmd->add_option("--count", shapes_count, "number of images")->check(CLI::Range(1, 1000000));
+  shapes_cmd->add_option("--size", shapes_size, "image size in pixels")->check(CLI::Range(8, 1024));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -99,6 +108,7 @@ int main(int argc, char** argv) {
       return atelier::cli::run_job(run, g_cancel);
     }
     if (*jobs_cmd) return atelier::cli::list_jobs(kind, jobs_json);
+    if (*shapes_cmd) return atelier::cli::write_shapes(shapes_preset, shapes_count, shapes_size, shapes_out);
     if (*inspect_cmd)
       return inspect_base.empty() ? atelier::cli::inspect(file, inspect_json)
                                   : atelier::cli::lora_report(file, inspect_base, inspect_json);

@@ -3,6 +3,7 @@
 #include <imgui.h>
 #include <imgui_stdlib.h>
 
+#include <cstdio>
 #include <string>
 
 #include "studio/gui/gui.h"
@@ -63,9 +64,12 @@ void draw_gallery_panel(AppState& app, Ui& ui) {
     for (int i = 0; i < n; ++i) {
       ImGui::SameLine();
       ImGui::PushID(i);
-      if (ImGui::SmallButton(("A" + std::to_string(i + 1)).c_str())) app.compare_a = i;
+      char label[16];
+      std::snprintf(label, sizeof(label), "A%d", i + 1);
+      if (ImGui::SmallButton(label)) app.compare_a = i;
       ImGui::SameLine(0, 2);
-      if (ImGui::SmallButton(("B" + std::to_string(i + 1)).c_str())) app.compare_b = i;
+      std::snprintf(label, sizeof(label), "B%d", i + 1);
+      if (ImGui::SmallButton(label)) app.compare_b = i;
       ImGui::PopID();
     }
     const float full = ImGui::GetContentRegionAvail().x;
