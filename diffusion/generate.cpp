@@ -171,6 +171,13 @@ void sample_job(const SampleConfig& c, JobContext& ctx, const ModelLoader& loade
       {"sharpness", sharpness(images)},
       {"reference_sharpness", sharpness(reference.images)},
   };
+  // Per class: which classes the model draws recognisably (rows of the grid, per_class images each).
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const auto rows = torch::indexing::Slice(static_cast<std::int64_t>(i) * c.per_class,
+                                             static_cast<std::int64_t>(i + 1) * c.per_class);
+    m["probe_accuracy/" + names[i]] =
+        probe_accuracy(probe, images.index({rows}), torch::full({c.per_class}, probe_labels[i * c.per_class]));
+  }
   write_file_atomic(ctx.path("metrics.json"), json(m).dump(2) + "\n");
   ctx.report.metrics(m);
 }

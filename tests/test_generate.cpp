@@ -126,6 +126,9 @@ TEST_CASE("sample: a train_base model gives a labelled grid and Shapes metrics",
   for (const char* key : {"probe_accuracy", "fd_shapes", "sharpness", "reference_sharpness"}) CHECK(m.contains(key));
   CHECK(m["probe_accuracy"].get<double>() >= 0.0);
   CHECK(m["probe_accuracy"].get<double>() <= 1.0);
+  // Per-class accuracies (two classes, equal rows) average to the overall one.
+  const double per_class = (m["probe_accuracy/circle"].get<double>() + m["probe_accuracy/square"].get<double>()) / 2;
+  CHECK(per_class == Approx(m["probe_accuracy"].get<double>()));
   const auto config = json::parse(read_png_text(dir / "grid/samples.png").at("atelier.config"));
   CHECK(config["per_class"] == 2);
 }
