@@ -150,9 +150,13 @@ bool AppState::start_job(const JobForm& form, Owner owner, fs::path run_dir, boo
   try {
     if (!session_) session_ = std::make_unique<JobSession>(registry_, settings.job_threads);
     RunRequest request{form.document(), "studio", {}, run_dir, resume};
+    // A resumed run continues its curves: replay what its log held before this start.
+    std::vector<Event> previous;
+    if (resume && fs::exists(run_dir / "log.jsonl")) previous = read_jsonl_log(run_dir / "log.jsonl");
     const PreparedRun p = session_->start(request, check_job_inputs);
     if (job_owner == Owner::Train && owner != Owner::Train) last_training = std::move(job);
     job = JobView{};
+    for (const Event& e : previous) job.apply(e);
     job.kind = p.kind->name;
     job.run_dir = p.run_dir;
     job.state = JobState::Running;

@@ -26,6 +26,7 @@ struct Settings {
   int job_threads = 0;      // LibTorch threads of jobs (0: all cores)
   double font_scale = 0.0;  // 0: the monitor's content scale
   std::string runs_dir = "runs";
+  std::vector<std::string> closed_panels;
 
   template <class V>
   void fields(V& v) {
@@ -34,6 +35,7 @@ struct Settings {
     v("job_threads", job_threads, "LibTorch threads for jobs (0: all cores)", Range{0, 1024});
     v("font_scale", font_scale, "UI scale (0: the monitor's content scale)", Range{0, 4});
     v("runs_dir", runs_dir, "where new runs get their folders");
+    v("closed_panels", closed_panels, "panels closed when the app last quit");
   }
 };
 

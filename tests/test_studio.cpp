@@ -70,6 +70,13 @@ TEST_CASE("atelier-studio scripted smoke run under Xvfb", "[studio][gui]") {
   }
   CHECK(resumed == 1);
   CHECK(progress > 100);
+  // What the Train panel showed: the loss curve, validation losses and the preview grid.
+  CHECK(report["training"]["loss_points"].get<int>() > 50);
+  CHECK(report["training"]["first_loss_step"].get<int>() < 20);  // the resumed view replays the run's log
+  CHECK(report["training"]["val_loss_points"].get<int>() >= 1);
+  CHECK(report["training"]["preview"] ==
+        (fs::path(report["train_run_dir"].get<std::string>()) / "preview.png").string());
+  CHECK(report["training"]["state"] == "completed");
 
   // The Gallery grid from the trained model; the adapter of another base left no run behind.
   REQUIRE(report["gallery"].size() == 1);
@@ -95,5 +102,8 @@ TEST_CASE("atelier-studio scripted smoke run under Xvfb", "[studio][gui]") {
     CHECK(mean > 5);
     CHECK(spread > 10);
   }
+  // Settings persisted for the next launch.
+  CHECK(fs::exists(dir / "config" / "settings.json"));
+  CHECK(fs::exists(dir / "config" / "imgui.ini"));
 }
 #endif

@@ -168,6 +168,7 @@ json report(const AppState& app, const Script* script, const FrameStats& stats,
             const std::vector<std::string>& screenshots) {
   json gallery = json::array();
   for (const auto& g : app.gallery_items) gallery.push_back({{"image", g.image.string()}, {"label", g.label}});
+  const JobView& training = app.job_owner == Owner::Train ? app.job : app.last_training;
   json artifacts = json::object();
   for (const auto& [k, v] : app.job.artifacts) artifacts[k] = v.string();
   return {{"ok", script == nullptr || !script->failed()},
@@ -188,6 +189,12 @@ json report(const AppState& app, const Script* script, const FrameStats& stats,
             {"artifacts", artifacts},
             {"error", app.job.error}}},
           {"train_run_dir", app.train_run_dir},
+          {"training",
+           {{"loss_points", training.loss.size()},
+            {"first_loss_step", training.loss.empty() ? -1 : training.loss.front().first},
+            {"val_loss_points", training.val_loss.size()},
+            {"preview", training.artifacts.count("preview") ? training.artifacts.at("preview").string() : ""},
+            {"state", job_state_name(training.state)}}},
           {"gallery", gallery},
           {"models", app.models.size()},
           {"message", app.message},
@@ -242,6 +249,7 @@ int main(int argc, char** argv) {
   {
     AppState app(opt.config_dir);
     Ui ui;
+    for (const auto& name : app.settings.closed_panels) ui.open[name] = false;
     float sx = 1, sy = 1;
     glfwGetWindowContentScale(window, &sx, &sy);
     ui.scale = app.settings.font_scale > 0 ? static_cast<float>(app.settings.font_scale) : std::max(1.0f, sx);
@@ -322,6 +330,9 @@ int main(int argc, char** argv) {
       std::printf("frames %d, longest frame %.1f ms (%.1f ms while a job ran, %d frames)\n", stats.frames, stats.max_ms,
                   stats.max_training_ms, stats.training_frames);
     }
+    app.settings.closed_panels.clear();
+    for (const auto& [name, open] : ui.open)
+      if (!open) app.settings.closed_panels.push_back(name);
     try {
       app.save_settings();
     } catch (const std::exception& e) {
