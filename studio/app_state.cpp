@@ -201,11 +201,24 @@ void AppState::poll() {
       }
     }
   }
+  collect_tasks();
+}
+
+void AppState::collect_tasks() {
   if (report_task_.valid() && report_task_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
     try {
       inspect_report = report_task_.get();
     } catch (const std::exception& e) {
       inspect_report = std::string("error: ") + e.what();
+    }
+  }
+  if (shapes_task_.valid() && shapes_task_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+    try {
+      const std::string folder = shapes_task_.get();
+      show_message("wrote Shapes images to " + folder, false);
+      open_folder(folder);
+    } catch (const std::exception& e) {
+      show_message(e.what(), true);
     }
   }
 }
@@ -224,6 +237,15 @@ void AppState::request_report() {
   inspect_report = "checking...";
   report_task_ = std::async(std::launch::async,
                             [file = inspect_file, base = inspect_base] { return compatibility_report(file, base); });
+}
+
+void AppState::write_shapes(const json& data, int count, const std::string& folder) {
+  if (shapes_task_.valid()) return;
+  show_message("writing " + std::to_string(count) + " Shapes images to " + folder + "...", false);
+  shapes_task_ = std::async(std::launch::async, [data, count, folder, size = shapes_size] {
+    write_shapes_folder(data, size, count, folder);
+    return folder;
+  });
 }
 
 void AppState::open_folder(const std::string& path) {

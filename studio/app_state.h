@@ -111,6 +111,10 @@ class AppState {
   void open_folder(const std::string& path);  // errors (no images, missing) land in folder_error
   int shapes_preset = 0;
   int shapes_size = 32;
+  // Writes a Shapes preset as a folder dataset on a background thread; the folder opens when done.
+  void write_shapes(const json& data, int count, const std::string& folder);
+  bool shapes_pending() const { return shapes_task_.valid(); }
+  bool tasks_pending() const { return report_pending() || shapes_pending(); }
 
   // --- Train ----------------------------------------------------------------------------------------
   JobForm train;
@@ -132,10 +136,12 @@ class AppState {
 
  private:
   std::filesystem::path new_run_dir(const std::string& kind) const;
+  void collect_tasks();  // background results (reports, written folders) into the state
 
   const JobRegistry& registry_;
   std::unique_ptr<JobSession> session_;
   std::future<std::string> report_task_;
+  std::future<std::string> shapes_task_;  // the folder written
 };
 
 }  // namespace atelier

@@ -90,15 +90,9 @@ void draw_shapes(AppState& app, Ui& ui) {
   ImGui::SetNextItemWidth(ImGui::GetContentRegionAvail().x * 0.5f);
   ImGui::InputText("##out", &out);
   ImGui::SameLine();
-  if (ui.button("data.write_shapes", "Write folder", count > 0 && !out.empty(), "set a count and a folder")) {
-    try {
-      write_shapes_folder(p.data, app.shapes_size, count, out);
-      app.show_message("wrote " + std::to_string(count) + " images to " + out, false);
-      app.open_folder(out);
-    } catch (const std::exception& e) {
-      app.show_message(e.what(), true);
-    }
-  }
+  if (ui.button("data.write_shapes", "Write folder", count > 0 && !out.empty() && !app.shapes_pending(),
+                app.shapes_pending() ? "writing..." : "set a count and a folder"))
+    app.write_shapes(p.data, count, out);
 }
 
 }  // namespace

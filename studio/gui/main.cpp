@@ -266,7 +266,7 @@ int main(int argc, char** argv) {
     bool quit = false;
     while (!glfwWindowShouldClose(window) && !quit) {
       // Idle and unscripted: sleep until input arrives (or a moment passes, to follow a job).
-      if (!script && !app.job_running() && !app.report_pending())
+      if (!script && !app.job_running() && !app.tasks_pending())
         glfwWaitEventsTimeout(0.25);
       else
         glfwPollEvents();

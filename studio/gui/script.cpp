@@ -24,10 +24,11 @@ const std::map<std::string, std::size_t>& arity() {
                                                        {"open_folder", 1},
                                                        {"refresh_models", 0},
                                                        {"check", 2},
-                                                       {"wait_report", 0},
+                                                       {"wait_tasks", 0},
                                                        {"expect_message", 1},
                                                        {"expect_error", 2},
                                                        {"expect_folder_error", 1},
+                                                       {"expect_report", 1},
                                                        {"quit", 0}};
   return a;
 }
@@ -156,9 +157,9 @@ void Script::update(AppState& app, Ui& ui, double now) {
         app.inspect_file = c.args[1];
         app.inspect_base = c.args[2];
         app.request_report();
-      } else if (op == "wait_report") {
-        done = !app.report_pending();
-        if (!done && now - started_ > timeout(1, 600)) fail("timed out waiting for the report");
+      } else if (op == "wait_tasks") {
+        done = !app.tasks_pending();
+        if (!done && now - started_ > timeout(1, 600)) fail("timed out waiting for background tasks");
       } else if (op == "expect_message") {
         const std::string text = c.rest(1);
         if (app.message.find(text) == std::string::npos)
@@ -171,6 +172,10 @@ void Script::update(AppState& app, Ui& ui, double now) {
         const std::string text = c.rest(1);
         if (app.folder_error.find(text) == std::string::npos)
           fail("the Data panel shows '", app.folder_error, "', not '", text, "'");
+      } else if (op == "expect_report") {
+        const std::string text = c.rest(1);
+        if (app.inspect_report.find(text) == std::string::npos)
+          fail("the compatibility report does not contain '", text, "':\n", app.inspect_report);
       } else if (op == "quit") {
         pc_ = commands_.size();
         return;

@@ -8,10 +8,11 @@
 //   wait_step N [SECONDS]      job progress reaches step N       wait_artifact KIND [SECONDS]  a new artifact
 //   wait_frames N              let N frames render               screenshot NAME    save NAME.png
 //   open_folder PATH           open an image folder in Data      refresh_models     rescan the workspace
-//   check FILE BASE            compatibility report (Models)     wait_report [SECONDS]
+//   check FILE BASE            compatibility report (Models)     wait_tasks [SECONDS]  reports, folders written
 //   expect_message TEXT        the message bar contains TEXT     expect_error FORM FIELD  field is marked invalid
 //   quit
 //   expect_folder_error TEXT   Data shows an error containing TEXT
+//   expect_report TEXT         the Models compatibility report contains TEXT
 // FORM is train, gallery or merge. Lines starting with '#' are comments. Arguments may use ${train_run_dir}
 // (the last training run), ${job_run_dir} (the current job's folder) and ${NAME} for set_var values.
 #pragma once
