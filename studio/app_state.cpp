@@ -257,6 +257,7 @@ void AppState::open_folder(const std::string& path) {
     add_recent_folder(path);
   } catch (const std::exception& e) {
     folder_error = e.what();
+    show_message(folder_error, true);
   }
 }
 

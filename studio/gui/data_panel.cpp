@@ -99,8 +99,8 @@ void draw_shapes(AppState& app, Ui& ui) {
 
 void draw_data_panel(AppState& app, Ui& ui) {
   if (!ui.begin_panel("Data")) return;
-  if (ImGui::CollapsingHeader("Shapes generator", ImGuiTreeNodeFlags_DefaultOpen)) draw_shapes(app, ui);
   if (ImGui::CollapsingHeader("Image folder", ImGuiTreeNodeFlags_DefaultOpen)) draw_folder(app, ui);
+  if (ImGui::CollapsingHeader("Shapes generator", ImGuiTreeNodeFlags_DefaultOpen)) draw_shapes(app, ui);
   ImGui::End();
 }
 

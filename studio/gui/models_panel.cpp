@@ -1,5 +1,6 @@
 // Models: base models and adapters in the workspace with their metadata, and the compatibility report
 // of any file against a base model.
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -35,7 +36,7 @@ void draw_models_panel(AppState& app, Ui& ui) {
   ImGui::TextDisabled("%zu files in %s", app.models.size(), app.settings.workspace.c_str());
   const ImGuiTableFlags flags = ImGuiTableFlags_RowBg | ImGuiTableFlags_Borders | ImGuiTableFlags_Resizable |
                                 ImGuiTableFlags_ScrollY | ImGuiTableFlags_SizingStretchProp;
-  if (ImGui::BeginTable("models", 5, flags, ImVec2(0, ImGui::GetTextLineHeightWithSpacing() * 9))) {
+  if (ImGui::BeginTable("models", 5, flags, ImVec2(0, ImGui::GetTextLineHeightWithSpacing() * 7))) {
     ImGui::TableSetupScrollFreeze(0, 1);
     ImGui::TableSetupColumn("file", ImGuiTableColumnFlags_WidthStretch, 3.0f);
     ImGui::TableSetupColumn("kind");
@@ -88,7 +89,9 @@ void draw_models_panel(AppState& app, Ui& ui) {
   path_field(ui, "base model", app.inspect_base, false, nullptr);
   if (ui.button("models.check", "Check compatibility", !app.report_pending(), "checking...")) app.request_report();
   if (!app.inspect_report.empty()) {
-    ImGui::BeginChild("report", ImVec2(0, 0), true, ImGuiWindowFlags_HorizontalScrollbar);
+    const float min_height = ImGui::GetTextLineHeightWithSpacing() * 8;
+    ImGui::BeginChild("report", ImVec2(0, std::max(min_height, ImGui::GetContentRegionAvail().y)), true,
+                      ImGuiWindowFlags_HorizontalScrollbar);
     ImGui::TextUnformatted(app.inspect_report.c_str());
     ImGui::EndChild();
   }
