@@ -239,7 +239,8 @@ Attributes sample_attributes(const Spec& spec, int split, std::int64_t index, in
   a.scale = static_cast<float>(rng.uniform(spec.min_scale, spec.max_scale));
   a.cx = 0.5f + static_cast<float>(rng.uniform(-spec.jitter, spec.jitter));
   a.cy = 0.5f + static_cast<float>(rng.uniform(-spec.jitter, spec.jitter));
-  a.angle = static_cast<float>(rng.uniform(0, 360));
+  a.angle = spec.rotation >= 360.0f ? static_cast<float>(rng.uniform(0, 360))
+                                    : static_cast<float>(rng.uniform(-spec.rotation / 2, spec.rotation / 2));
   if (label != nullptr) *label = l;
   return a;
 }

@@ -46,6 +46,7 @@ struct Spec {
   std::vector<int> styles{0};  // styles sampled uniformly
   float min_scale = 0.5f, max_scale = 0.8f;
   float jitter = 0.12f;            // max centre offset (fraction of the image)
+  float rotation = 360.0f;         // angles uniform in [-rotation/2, rotation/2] degrees (360: any; 0: upright)
   bool plain_backgrounds = false;  // only solid light backgrounds
   std::uint64_t seed = 0;
 

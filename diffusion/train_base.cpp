@@ -86,6 +86,7 @@ shapes::Spec ShapesData::spec(int size) const {
   s.min_scale = static_cast<float>(min_scale);
   s.max_scale = static_cast<float>(max_scale);
   s.jitter = static_cast<float>(jitter);
+  s.rotation = static_cast<float>(rotation);
   s.plain_backgrounds = plain_backgrounds;
   s.seed = static_cast<std::uint64_t>(seed);
   return s;

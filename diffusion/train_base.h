@@ -20,7 +20,7 @@ struct ShapesData {
   std::vector<std::string> classes;  // empty: all 8 base shapes
   std::vector<std::string> glyphs;   // non-empty: draw these concept glyphs instead of shapes
   std::vector<std::string> styles{"flat"};
-  double min_scale = 0.55, max_scale = 0.85, jitter = 0.08;
+  double min_scale = 0.55, max_scale = 0.85, jitter = 0.08, rotation = 360;
   bool plain_backgrounds = true;
   std::int64_t seed = 0;
 
@@ -32,6 +32,7 @@ struct ShapesData {
     v("min_scale", min_scale, "smallest shape extent / image size", Range{0.1, 1});
     v("max_scale", max_scale, "largest shape extent / image size", Range{0.1, 1});
     v("jitter", jitter, "max centre offset (fraction of the image)", Range{0, 0.4});
+    v("rotation", rotation, "rotation range in degrees around upright (360: any angle; 0: upright)", Range{0, 360});
     v("plain_backgrounds", plain_backgrounds, "solid light backgrounds only");
     v("data_seed", seed, "seed of the procedural dataset", Range{0, 9e15});
   }

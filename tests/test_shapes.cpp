@@ -48,3 +48,24 @@ TEST_CASE("a drawn shape differs from its background and captions describe it", 
   CHECK(test::max_abs_diff(centre, corner) > 0.5);
   CHECK(a.caption() == "a medium blue square on a plain background, flat style");
 }
+
+TEST_CASE("Shapes rotation range: any angle by default, upright at 0, the rest of a sample unchanged", "[shapes]") {
+  shapes::Spec any, upright, tilted;
+  upright.rotation = 0;
+  tilted.rotation = 30;
+  bool wide = false;
+  for (int i = 0; i < 64; ++i) {
+    const auto a = shapes::sample_attributes(any, 0, i);
+    const auto u = shapes::sample_attributes(upright, 0, i);
+    const auto t = shapes::sample_attributes(tilted, 0, i);
+    wide = wide || a.angle > 30;
+    CHECK(u.angle == 0.0f);
+    CHECK(std::abs(t.angle) <= 15.0f);
+    // Same draws otherwise: class, colour, size and position do not depend on the rotation range.
+    CHECK(u.shape == a.shape);
+    CHECK(u.color == a.color);
+    CHECK(u.scale == a.scale);
+    CHECK(u.cx == a.cx);
+  }
+  CHECK(wide);
+}
