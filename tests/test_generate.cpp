@@ -11,8 +11,10 @@
 #include "core/training_state.h"
 #include "diffusion/dit.h"
 #include "diffusion/generate.h"
+#include "diffusion/train_base.h"
 #include "diffusion/vae.h"
 #include "helpers.h"
+#include "studio/job_registry.h"
 
 using namespace atelier;
 using Catch::Matchers::Contains;
@@ -131,4 +133,27 @@ TEST_CASE("sample: a train_base model gives a labelled grid and Shapes metrics",
   CHECK(per_class == Approx(m["probe_accuracy"].get<double>()));
   const auto config = json::parse(read_png_text(dir / "grid/samples.png").at("atelier.config"));
   CHECK(config["per_class"] == 2);
+}
+
+TEST_CASE("The shipped base model was trained by assets/jobs/base.json and samples its classes", "[generate][assets]") {
+  const auto path = test::source_path("assets/models/dit_shapes.safetensors");
+  DiTModelInfo info;
+  DiT model = load_dit_model(path, &info);
+  const json job = load_json_file(test::source_path("assets/jobs/base.json"));
+  CHECK(info.class_names == job["classes"].get<std::vector<std::string>>());
+  CHECK(info.prediction == job["prediction"]);
+  // The effective config saved in the model equals the job file's (so the file reproduces the weights).
+  const json saved = json::parse(safetensors::Reader(path).header().metadata.at("atelier.config"));
+  json expected = JobRegistry::builtin().get("train_base").normalize(job);
+  for (const auto& [key, value] : expected.items()) {
+    if (key == "device") continue;  // where it ran does not change the weights
+    INFO(key);
+    CHECK(saved.at(key) == value);
+  }
+  test::TempDir dir;
+  json sample = {{"kind", "sample"}, {"model", path.string()}, {"per_class", 1}, {"steps", 2}, {"probe", ""}};
+  auto r = test::run_job_file(dir, sample, "grid");
+  INFO(r.output);
+  CHECK(r.exit_code == 0);
+  CHECK(load_image(dir / "grid/samples.png").height > 0);
 }
