@@ -3,6 +3,7 @@
 #include <imgui_stdlib.h>
 
 #include <string>
+#include <vector>
 
 #include "studio/gui/gui.h"
 
@@ -50,17 +51,28 @@ void draw_log_panel(AppState& app, Ui& ui) {
     ImGui::PopStyleColor();
   }
   ImGui::BeginChild("events", ImVec2(0, 0), true, ImGuiWindowFlags_HorizontalScrollbar);
-  for (const Event& e : app.job.events) {
+  // Long runs log tens of thousands of events: filter to indices, then draw only the visible lines.
+  std::vector<int> shown;
+  for (int i = 0; i < static_cast<int>(app.job.events.size()); ++i) {
+    const Event& e = app.job.events[i];
     if (e.type == Event::Type::Progress && !show_progress) continue;
     if (e.type == Event::Type::Log && static_cast<int>(e.level) < app.log_min_level) continue;
-    const std::string text = event_text(e);
-    if (!app.log_filter.empty() && text.find(app.log_filter) == std::string::npos) continue;
-    const bool bad = e.type == Event::Type::Log && e.level >= Event::Level::Warn;
-    if (bad)
-      ImGui::TextColored(e.level == Event::Level::Error ? ImVec4(1, 0.4f, 0.35f, 1) : ImVec4(1, 0.8f, 0.3f, 1), "%s",
-                         text.c_str());
-    else
-      ImGui::TextUnformatted(text.c_str());
+    if (!app.log_filter.empty() && event_text(e).find(app.log_filter) == std::string::npos) continue;
+    shown.push_back(i);
+  }
+  ImGuiListClipper clipper;
+  clipper.Begin(static_cast<int>(shown.size()));
+  while (clipper.Step()) {
+    for (int row = clipper.DisplayStart; row < clipper.DisplayEnd; ++row) {
+      const Event& e = app.job.events[shown[row]];
+      const std::string text = event_text(e);
+      const bool bad = e.type == Event::Type::Log && e.level >= Event::Level::Warn;
+      if (bad)
+        ImGui::TextColored(e.level == Event::Level::Error ? ImVec4(1, 0.4f, 0.35f, 1) : ImVec4(1, 0.8f, 0.3f, 1), "%s",
+                           text.c_str());
+      else
+        ImGui::TextUnformatted(text.c_str());
+    }
   }
   if (ImGui::GetScrollY() >= ImGui::GetScrollMaxY()) ImGui::SetScrollHereY(1.0f);
   ImGui::EndChild();
