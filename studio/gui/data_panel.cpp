@@ -27,9 +27,7 @@ void draw_folder(AppState& app, Ui& ui) {
     ImGui::EndCombo();
   }
   if (!app.folder_error.empty()) {
-    ImGui::PushStyleColor(ImGuiCol_Text, ImVec4(1.0f, 0.4f, 0.35f, 1.0f));
-    ImGui::TextWrapped("%s", app.folder_error.c_str());
-    ImGui::PopStyleColor();
+    error_text(app.folder_error);
   }
   if (!app.folder) return;
   const ImageFolderInfo& f = *app.folder;

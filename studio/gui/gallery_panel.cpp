@@ -52,9 +52,7 @@ void draw_gallery_panel(AppState& app, Ui& ui) {
       draw_job_progress(app, ui);
     }
     if (!app.gallery.error.empty()) {
-      ImGui::PushStyleColor(ImGuiCol_Text, ImVec4(1.0f, 0.4f, 0.35f, 1.0f));
-      ImGui::TextWrapped("%s", app.gallery.error.c_str());
-      ImGui::PopStyleColor();
+      error_text(app.gallery.error);
     }
   }
   const int n = static_cast<int>(app.gallery_items.size());

@@ -58,6 +58,8 @@ bool job_form(Ui& ui, AppState& app, JobForm& form, const JobKind& kind);
 void image(const TextureCache::Texture* t, float width);
 // State, progress bar, it/s and ETA of the current job.
 void draw_job_progress(AppState& app, Ui& ui);
+// A problem in red, wrapped (form errors, folder errors, job errors).
+void error_text(const std::string& text);
 // The message bar (red for errors).
 void message_bar(AppState& app);
 

@@ -46,9 +46,7 @@ void draw_log_panel(AppState& app, Ui& ui) {
   ImGui::SetNextItemWidth(-1);
   ImGui::InputTextWithHint("##filter", "filter text", &app.log_filter);
   if (!app.job.error.empty()) {
-    ImGui::PushStyleColor(ImGuiCol_Text, ImVec4(1.0f, 0.4f, 0.35f, 1.0f));
-    ImGui::TextWrapped("error: %s", app.job.error.c_str());
-    ImGui::PopStyleColor();
+    error_text("error: " + app.job.error);
   }
   ImGui::BeginChild("events", ImVec2(0, 0), true, ImGuiWindowFlags_HorizontalScrollbar);
   // Long runs log tens of thousands of events: filter to indices, then draw only the visible lines.

@@ -31,9 +31,7 @@ void draw_merge_panel(AppState& app, Ui& ui) {
                 running ? "a job is running" : app.merge.error))
     app.start_job(app.merge, Owner::Merge);
   if (!app.merge.error.empty()) {
-    ImGui::PushStyleColor(ImGuiCol_Text, ImVec4(1.0f, 0.4f, 0.35f, 1.0f));
-    ImGui::TextWrapped("%s", app.merge.error.c_str());
-    ImGui::PopStyleColor();
+    error_text(app.merge.error);
   }
   if (app.job_owner == Owner::Merge) {
     draw_job_progress(app, ui);

@@ -103,9 +103,7 @@ void draw_train_panel(AppState& app, Ui& ui) {
   ImGui::SetNextItemWidth(-1);
   ImGui::InputTextWithHint("##rundir", "run folder (Resume continues it)", &app.train_run_dir);
   if (!app.train.error.empty()) {
-    ImGui::PushStyleColor(ImGuiCol_Text, ImVec4(1.0f, 0.4f, 0.35f, 1.0f));
-    ImGui::TextWrapped("Start disabled: %s", app.train.error.c_str());
-    ImGui::PopStyleColor();
+    error_text("Start disabled: " + app.train.error);
   }
 
   if (ours) draw_job_progress(app, ui);

@@ -142,6 +142,12 @@ bool Ui::begin_panel(const char* name) {
   return true;
 }
 
+void error_text(const std::string& text) {
+  ImGui::PushStyleColor(ImGuiCol_Text, ImVec4(1.0f, 0.4f, 0.35f, 1.0f));
+  ImGui::TextWrapped("%s", text.c_str());
+  ImGui::PopStyleColor();
+}
+
 void message_bar(AppState& app) {
   if (app.message.empty()) return;
   const ImVec4 color = app.message_is_error ? ImVec4(1.0f, 0.35f, 0.3f, 1.0f) : ImVec4(0.55f, 0.85f, 0.55f, 1.0f);
@@ -285,9 +291,7 @@ bool job_form(Ui& ui, AppState& /*app*/, JobForm& form, const JobKind& kind) {
     if (bad) ImGui::PopStyleColor();
     if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", tooltip(f).c_str());
     if (bad) {
-      ImGui::PushStyleColor(ImGuiCol_Text, ImVec4(1.0f, 0.4f, 0.35f, 1.0f));
-      ImGui::TextWrapped("  %s", err->second.c_str());
-      ImGui::PopStyleColor();
+      error_text("  " + err->second);
     }
   }
   ImGui::PopID();
