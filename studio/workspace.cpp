@@ -111,7 +111,7 @@ ImageFolderInfo scan_image_folder(const fs::path& root) {
 
 const std::vector<ShapesPreset>& shapes_presets() {
   static const std::vector<ShapesPreset> presets = {
-      {"base classes", "the 8 base shapes, flat style, plain backgrounds (the base model's data)", json::object()},
+      {"base classes", "the 8 base shapes at any rotation, flat style, plain backgrounds", json::object()},
       {"outline", "outline style: a target domain for adaptation", {{"styles", {"outline"}}}},
       {"striped", "striped fills", {{"styles", {"striped"}}}},
       {"night", "dark backgrounds, glowing shapes", {{"styles", {"night"}}}},
