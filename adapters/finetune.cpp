@@ -225,7 +225,7 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
   };
 
   model->train();
-  double train_seconds = 0;
+  double train_seconds = 0, data_seconds = 0;
   for (std::int64_t step = start; step < c.steps; ++step) {
     if (ctx.cancel.requested()) {
       ctx.report.artifact("checkpoint", save_training_parts(ctx.run_dir, step, parts));
@@ -235,7 +235,9 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
     const double warm = c.warmup > 0 && step < c.warmup ? static_cast<double>(step + 1) / c.warmup : 1.0;
     for (std::size_t g = 0; g < opt.param_groups().size(); ++g)
       static_cast<torch::optim::AdamWOptions&>(opt.param_groups()[g].options()).lr(group_lr[g] * warm);
-    auto terms = shapes_training_terms(model, objective, spec, step * c.batch, c.batch, rng);
+    const auto batch = shapes::make_batch(spec, 0, step * c.batch, c.batch);
+    data_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    auto terms = training_terms(model, objective, batch, rng);
     auto loss = terms.loss.mean();
     opt.zero_grad();
     loss.backward();
@@ -280,16 +282,19 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
     ctx.report.artifact("model", ctx.path("model.safetensors"));
   }
   const double steps_run = static_cast<double>(c.steps - start);
-  json m = {{"method", c.tune.method},
-            {"trainable_parameters", trainable},
-            {"model_parameters", total},
-            {"trainable_fraction", fraction},
-            {"adapter_bytes", static_cast<std::int64_t>(std::filesystem::file_size(ctx.path(c.output)))},
-            {"steps_per_second", train_seconds > 0 ? steps_run / train_seconds : 0.0},
-            {"peak_rss_mb", peak_rss_mb()},
-            {"image_size", size},
-            {"before", {{"probe_accuracy", before.probe_accuracy}, {"fd_shapes", before.fd_shapes}}},
-            {"after", {{"probe_accuracy", after.probe_accuracy}, {"fd_shapes", after.fd_shapes}}}};
+  json m = {
+      {"method", c.tune.method},
+      {"trainable_parameters", trainable},
+      {"model_parameters", total},
+      {"trainable_fraction", fraction},
+      {"adapter_bytes", static_cast<std::int64_t>(std::filesystem::file_size(ctx.path(c.output)))},
+      {"steps_per_second", train_seconds > 0 ? steps_run / train_seconds : 0.0},
+      {"compute_steps_per_second", train_seconds > data_seconds ? steps_run / (train_seconds - data_seconds) : 0.0},
+      {"data_seconds", data_seconds},
+      {"peak_rss_mb", peak_rss_mb()},
+      {"image_size", size},
+      {"before", {{"probe_accuracy", before.probe_accuracy}, {"fd_shapes", before.fd_shapes}}},
+      {"after", {{"probe_accuracy", after.probe_accuracy}, {"fd_shapes", after.fd_shapes}}}};
   write_file_atomic(ctx.path("metrics.json"), m.dump(2) + "\n");
   std::map<std::string, double> flat = {{"fd_shapes_before", before.fd_shapes},
                                         {"fd_shapes_after", after.fd_shapes},

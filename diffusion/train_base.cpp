@@ -44,9 +44,14 @@ std::vector<std::string> shapes_class_names(const shapes::Spec& spec) {
 DiffusionObjective::Terms shapes_training_terms(DiT& model, const DiffusionObjective& objective,
                                                 const shapes::Spec& spec, std::int64_t first, std::int64_t batch,
                                                 Rng& rng) {
+  return training_terms(model, objective, shapes::make_batch(spec, 0, first, batch), rng);
+}
+
+DiffusionObjective::Terms training_terms(DiT& model, const DiffusionObjective& objective, const shapes::Batch& data,
+                                         Rng& rng) {
   const auto device = model->pos_embed.device();
   const auto on_device = torch::TensorOptions().device(device);
-  auto data = shapes::make_batch(spec, 0, first, batch);
+  const auto batch = data.images.size(0);
   auto x0 = data.images.to(device);
   auto t = rng.randint(objective.num_timesteps(), {batch}, on_device);
   auto noise = rng.randn(data.images.sizes(), on_device);

@@ -117,6 +117,10 @@ std::vector<std::string> shapes_class_names(const shapes::Spec& spec);
 DiffusionObjective::Terms shapes_training_terms(DiT& model, const DiffusionObjective& objective,
                                                 const shapes::Spec& spec, std::int64_t first, std::int64_t batch,
                                                 Rng& rng);
+// The same loss on an already rendered batch (images in [-1, 1] on the CPU, labels), drawing the same
+// random numbers: lets a caller time the rendering apart from the network.
+DiffusionObjective::Terms training_terms(DiT& model, const DiffusionObjective& objective, const shapes::Batch& data,
+                                         Rng& rng);
 
 // `per_class` samples of every class label (DDIM, fixed noise from `seed`), as a labelled PNG grid at
 // `path`; returns the images [K * per_class, C, H, W] on the CPU.
