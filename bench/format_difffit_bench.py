@@ -3,9 +3,19 @@
 steps/s counts the whole training step; compute steps/s leaves out rendering the Shapes batch (the same
 work for every method, which a data loader would overlap with the network)."""
 import json
+import os
 import sys
 
-rows = [json.load(open(path)) for path in sys.argv[1:]]
+def load(path):
+    """metrics.json with the method named as the table shows it (LoRA with its rank, from config.json)."""
+    r = json.load(open(path))
+    config = os.path.join(os.path.dirname(path), "config.json")
+    if r["method"] == "lora" and os.path.exists(config):
+        r["method"] = "lora-r{}".format(json.load(open(config))["lora_rank"])
+    return r
+
+
+rows = [load(path) for path in sys.argv[1:]]
 full = next((r for r in rows if r["method"] == "full"), rows[0])
 print("| method | trainable | fraction | adapter MB | steps/s | vs full | compute steps/s | vs full | "
       "peak RSS MB | FD before | FD after | vs full FD | probe acc after |")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # DiffFit vs full fine-tuning, BitFit and LoRA-r8 on the embedded default, side by side in one invocation:
 # the shipped base model adapted to a held-out Shapes domain with its own classes (the five concept glyphs,
-# drawn in the outline style, never seen by the base), same steps, batch, data and evaluation for all four.
+# drawn in the outline style, never seen by the base), same steps, batch, data and evaluation for all;
+# a fifth row trains LoRA at rank 1, about DiffFit's parameter budget.
 #   bench/run_difffit_bench.sh [STEPS] [BASE]      (defaults: 600, assets/models/dit_shapes.safetensors)
 # Writes runs under bench-runs/difffit-<date>/ and prints a markdown table (bench/format_difffit_bench.py).
 set -euo pipefail
@@ -17,4 +18,6 @@ for method in full difffit bitfit lora; do
   echo "== $method" >&2
   "$bin" run -q assets/jobs/difffit.json --run-dir "$out/$method" "${common[@]}" --set "method=$method"
 done
-python3 bench/format_difffit_bench.py "$out"/{full,difffit,bitfit,lora}/metrics.json
+echo "== lora rank 1" >&2
+"$bin" run -q assets/jobs/difffit.json --run-dir "$out/lora_r1" "${common[@]}" --set method=lora --set lora_rank=1 --set lora_alpha=1
+python3 bench/format_difffit_bench.py "$out"/{full,difffit,bitfit,lora,lora_r1}/metrics.json

@@ -77,8 +77,17 @@ ProbeNetImpl::ProbeNetImpl(ProbeOptions options) : options_(options) {
   style_head_ = register_module("style_head", torch::nn::Linear(4 * w, static_cast<int>(shapes::style_names().size())));
 }
 
+torch::Tensor ProbeNetImpl::resized(const torch::Tensor& x) const {
+  const std::int64_t s = options_.image_size;
+  if (s <= 0 || (x.size(2) == s && x.size(3) == s)) return x;
+  namespace F = torch::nn::functional;
+  auto o = F::InterpolateFuncOptions().size(std::vector<std::int64_t>{s, s});
+  if (x.size(2) >= s && x.size(3) >= s) return F::interpolate(x, o.mode(torch::kArea));
+  return F::interpolate(x, o.mode(torch::kBilinear).align_corners(false));
+}
+
 torch::Tensor ProbeNetImpl::features(const torch::Tensor& x) {
-  return features_->forward(x).mean({2, 3});  // [N, 4w]
+  return features_->forward(resized(x)).mean({2, 3});  // [N, 4w]
 }
 
 std::pair<torch::Tensor, torch::Tensor> ProbeNetImpl::forward(const torch::Tensor& x) {
@@ -105,7 +114,10 @@ ProbeNet load_probe(const std::filesystem::path& path) {
   TensorFile f = safetensors::load(path);
   auto it = f.metadata.find("probe.width");
   if (it == f.metadata.end()) fail(path.string(), ": not a Shapes probe (no probe.width metadata)");
-  ProbeNet net(ProbeOptions{std::stoi(it->second)});
+  ProbeOptions options{std::stoi(it->second)};
+  if (auto size = f.metadata.find("probe.image_size"); size != f.metadata.end())
+    options.image_size = std::stoi(size->second);
+  ProbeNet net(options);
   load_module_tensors(*net, f.tensors, "", path.string());
   net->eval();
   return net;

@@ -14,6 +14,9 @@ namespace atelier {
 
 struct ProbeOptions {
   int width = 16;  // channels of the first stage; stages use width, 2*width, 4*width
+  // Size the probe was trained at: images of another size are resized to it first (area averaging when
+  // larger, bilinear when smaller), as FID resizes to Inception's 299. 0: use images as they come.
+  int image_size = 0;
 };
 
 // Labels: 0-7 Shapes classes, 8-12 concept glyphs.
@@ -23,7 +26,8 @@ std::string probe_label_name(int label);
 class ProbeNetImpl : public torch::nn::Module {
  public:
   explicit ProbeNetImpl(ProbeOptions options = {});
-  torch::Tensor features(const torch::Tensor& x);  // [N, 3, H, W] in [-1, 1] -> [N, 4*width]
+  torch::Tensor features(const torch::Tensor& x);       // [N, 3, H, W] in [-1, 1] -> [N, 4*width]
+  torch::Tensor resized(const torch::Tensor& x) const;  // to options().image_size (see ProbeOptions)
   // Returns {label_logits [N, 13], style_logits [N, 5]}.
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x);
   const ProbeOptions& options() const { return options_; }
@@ -76,7 +80,7 @@ struct ProbeAccuracy {
 // Accuracy on `images` [N, 3, H, W] against labels/styles (batched, no grad).
 ProbeAccuracy probe_accuracy(ProbeNet& net, const torch::Tensor& images, const torch::Tensor& labels,
                              const torch::Tensor& styles);
-// Loads a probe written by train_probe (width from its metadata).
+// Loads a probe written by train_probe (width and image size from its metadata).
 ProbeNet load_probe(const std::filesystem::path& path);
 
 }  // namespace atelier

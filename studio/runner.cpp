@@ -34,27 +34,33 @@ PreparedRun JobRunner::prepare(const RunRequest& request) const {
   return with_context(
       [&] {
         if (!request.job.is_object()) fail("a job must be a JSON object");
-        auto kind_it = request.job.find("kind");
-        if (kind_it == request.job.end()) fail("missing key 'kind'");
+        json job = request.job;
+        std::vector<std::string> overridden;
+        for (const auto& o : request.overrides) {  // before the kind is read: --set kind=... picks another
+          apply_override(job, o);
+          overridden.push_back(o.substr(0, o.find('=')));
+        }
+        auto kind_it = job.find("kind");
+        if (kind_it == job.end()) fail("missing key 'kind'");
         if (!kind_it->is_string()) fail("key 'kind' must be a string");
         PreparedRun p;
         p.kind = &registry_.get(kind_it->get<std::string>());
         p.run_dir = request.run_dir.empty() ? default_run_dir(request) : request.run_dir;
         p.resume = request.resume;
 
-        json job = request.job;
-        std::vector<std::string> overridden;
-        for (const auto& o : request.overrides) {
-          apply_override(job, o);
-          overridden.push_back(o.substr(0, o.find('=')));
-        }
-        json effective = p.kind->normalize(job);
         fs::path saved_path = p.run_dir / "config.json";
+        json saved;
         if (request.resume) {
           if (!fs::exists(saved_path))
             fail("--resume: ", p.run_dir.string(), " holds no run (", saved_path.string(), " missing)");
-          json saved = load_json_file(saved_path);
+          saved = load_json_file(saved_path);
+          if (saved.value("kind", p.kind->name) != p.kind->name)
+            fail("--resume: the job is a '", p.kind->name, "' job but ", saved_path.string(), " holds a '",
+                 saved["kind"].get<std::string>(), "' run");
           saved.erase("kind");
+        }
+        json effective = p.kind->normalize(job);
+        if (request.resume) {
           for (const auto& [key, value] : effective.items()) {
             bool is_override = std::find(overridden.begin(), overridden.end(), key) != overridden.end();
             if (!is_override && saved.contains(key) && saved[key] != value)

@@ -157,3 +157,17 @@ TEST_CASE("The shipped base model was trained by assets/jobs/base.json and sampl
   CHECK(r.exit_code == 0);
   CHECK(load_image(dir / "grid/samples.png").height > 0);
 }
+
+TEST_CASE("Every shipped job file is valid for its kind", "[generate][assets]") {
+  const auto& registry = JobRegistry::builtin();
+  int files = 0;
+  for (const auto& entry : fs::directory_iterator(test::source_path("assets/jobs"))) {
+    if (entry.path().extension() != ".json") continue;
+    INFO(entry.path().string());
+    const json job = load_json_file(entry.path());
+    REQUIRE(job.contains("kind"));
+    CHECK_NOTHROW(registry.get(job["kind"].get<std::string>()).normalize(job));
+    ++files;
+  }
+  CHECK(files >= 6);
+}

@@ -42,4 +42,14 @@ TEST_CASE("the shipped Shapes probe recognises real test-split images, noisy one
   // Features separate classes: FD between two halves of one class set is far below FD to glyphs.
   auto same = fd_shapes(probe, b.images.slice(0, 0, 128), b.images.slice(0, 128, 256));
   CHECK(same < fd_shapes(probe, b.images.slice(0, 0, 128), g.images));
+  // 64x64 images (a resolution-adapted model's) are resized to the probe's 32 first and recognised as well.
+  REQUIRE(probe->options().image_size == 32);
+  shapes::Spec large = base;
+  large.size = 64;
+  auto l = shapes::make_batch(large, 2, 0, 128);
+  CHECK(probe->resized(l.images).sizes() == torch::IntArrayRef({128, 3, 32, 32}));
+  CHECK(probe_accuracy(probe, l.images, l.labels) >= 0.95);
+  CHECK(fd_shapes(probe, l.images, b.images.slice(0, 0, 128)) < fd_shapes(probe, l.images, g.images));
+  ProbeNet any_size(ProbeOptions{8});
+  CHECK(any_size->resized(l.images).size(2) == 64);
 }

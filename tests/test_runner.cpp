@@ -137,6 +137,10 @@ TEST_CASE("the runner validates jobs and run folders before starting", "[runner]
   CHECK_THROWS_WITH(runner.prepare(req), Catch::Contains("'lr' is 0.1 here"));
   req.overrides = {"lr=0.1"};
   CHECK_NOTHROW(runner.prepare(req));
+  // --set kind=... picks the job kind (read after the overrides); resuming a run of another kind fails.
+  req.overrides = {"lr=0.1", "kind=sample"};
+  CHECK_THROWS_WITH(runner.prepare(req), Catch::Contains("'sample' job") && Catch::Contains("'train_probe' run"));
+  req.overrides = {"lr=0.1"};
   auto config = load_json_file(dir / "run/config.json");
   CHECK(config["kind"] == "train_probe");
   CHECK(config["steps"] == 6);
