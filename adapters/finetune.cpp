@@ -89,6 +89,9 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
   const std::int64_t size = c.image_size > 0 ? c.image_size : base_size;
   const shapes::Spec spec = c.data.spec(static_cast<int>(size));
   const auto classes = shapes_class_names(spec);
+  if (size % model->config().patch_size != 0)
+    fail("field 'image_size': ", size, " is not a multiple of the base model's patch size ",
+         model->config().patch_size);
   if (size != base_size) {
     model->set_input_size(size, static_cast<double>(base_size / model->config().patch_size));
     ctx.report.info("resolution adaptation: " + std::to_string(base_size) + " -> " + std::to_string(size) +

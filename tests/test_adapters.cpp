@@ -276,4 +276,9 @@ TEST_CASE("difffit job: LoRA baseline and 16 -> 32 resolution adaptation", "[ada
   DiT adapted = load_adapted_model(base.string(), {(dir / "big/adapter.safetensors").string()}, {}, &info);
   CHECK(adapted->config().input_size == 32);
   CHECK(adapted->pos_embed.size(1) == 64);  // (32 / 4)^2 tokens
+
+  big["image_size"] = 30;  // not a multiple of the patch size 4: the field is named
+  auto bad = test::run_job_file(dir, big, "bad");
+  CHECK(bad.exit_code == 1);
+  CHECK_THAT(bad.output, Contains("field 'image_size': 30 is not a multiple of the base model's patch size 4"));
 }
