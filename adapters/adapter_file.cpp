@@ -14,7 +14,7 @@ namespace atelier {
 
 void save_adapter(const std::filesystem::path& path, const TensorMap& tensors, const AdapterInfo& info) {
   Metadata meta = {{"atelier.kind", "adapter"},
-                   {"adapter.method", info.method},
+                   {"adapter.method", enum_name(info.method)},
                    {"adapter.base", info.base_hash},
                    {"adapter.classes", json(info.classes).dump()},
                    {"adapter.settings", info.settings.dump()},
@@ -38,7 +38,9 @@ AdapterFile load_adapter(const std::filesystem::path& path) {
     return it->second;
   };
   AdapterFile a;
-  a.info.method = get("adapter.method");
+  const auto method = enum_from_name<AdapterMethod>(get("adapter.method"));
+  if (!method) fail(path.string(), ": unknown adapter.method '", get("adapter.method"), "'");
+  a.info.method = *method;
   a.info.base_hash = get("adapter.base");
   with_context(
       [&] {

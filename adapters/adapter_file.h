@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "adapters/adapter_method.h"
 #include "core/config.h"
 #include "core/tensor_map.h"
 
@@ -22,7 +23,7 @@ class Module;
 namespace atelier {
 
 struct AdapterInfo {
-  std::string method;
+  AdapterMethod method = AdapterMethod::DiffFit;
   std::string base_hash;
   std::vector<std::string> classes;
   json settings = json::object();

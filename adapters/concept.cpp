@@ -6,13 +6,13 @@
 #include "adapters/finetune.h"
 #include "adapters/ortho.h"
 #include "core/atomic_file.h"
-#include "core/folder_dataset.h"
-#include "core/metrics.h"
-#include "core/probe.h"
 #include "core/runtime.h"
 #include "core/training_state.h"
+#include "data/folder_dataset.h"
 #include "diffusion/generate.h"
 #include "diffusion/objective.h"
+#include "eval/metrics.h"
+#include "eval/probe.h"
 
 namespace atelier {
 namespace {
@@ -77,133 +77,64 @@ json concept_identity(DiT& model, const DiTModelInfo& info, std::int64_t label, 
   return out;
 }
 
-void concept_job(const ConceptConfig& c, JobContext& ctx, bool ortho) {
-  const torch::Device device = select_device(c.device);
-  if (!std::filesystem::exists(c.base)) fail("field 'base': ", c.base, " does not exist");
-  DiTModelInfo info;
-  DiT model = with_context([&] { return load_dit_model(c.base, &info); }, "field 'base'");
-  const std::string base_hash = model_hash(*model);
-  const std::string name = concept_name(c);
-  if (std::find(info.class_names.begin(), info.class_names.end(), name) != info.class_names.end())
-    fail("field 'concept': the base model already has a class '", name, "'; choose another token name");
-  const auto size = model->config().input_size;
-  json settings = {{"input_size", size}, {"concept", name},     {"images", c.images},    {"glyph", c.glyph},
-                   {"styles", c.styles}, {"lora_rank", c.rank}, {"lora_alpha", c.alpha}, {"lora_targets", c.targets}};
-  const ConceptImages data(settings, static_cast<int>(size));
-
-  // The concept's token: a new label row before the null row, N(0, 0.02) as DiT initialises labels.
-  const std::int64_t label = model->config().num_classes;
-  Rng init_rng(static_cast<std::uint64_t>(c.seed));
-  {
-    const auto& old = model->y_table->weight;
-    auto row = init_rng.randn({1, old.size(1)}) * 0.02;
-    model->set_label_table(
-        torch::cat({old.narrow(0, 0, label).detach(), row, old.narrow(0, label, old.size(0) - label).detach()}));
-  }
-  info.class_names.push_back(name);
-  info.dit = model->config();
-  model->to(device);
-  for (auto& p : model->parameters()) p.set_requires_grad(false);
-
-  std::optional<LoRA> lora;
-  if (ortho) {
-    const OrthoAllocation a{static_cast<std::uint64_t>(c.ortho_seed), c.ortho_slot * c.rank, c.rank};
-    lora = create_ortho_lora(*model, c.targets, a, c.alpha);
-    settings["ortho"] = {{"seed", a.seed}, {"first", a.first}, {"rank", a.rank}};
-  } else {
-    lora = LoRA::create(*model, c.targets, {c.rank, c.alpha, 0.0});
-  }
-  lora->attach(model->hooks(), *model);
-  auto table = model->y_table->weight;
-  table.set_requires_grad(true);
-  auto mask = torch::zeros({table.size(0), 1}, table.options().requires_grad(false));
-  mask[label] = 1;
-  table.register_hook([mask](const torch::Tensor& g) { return g * mask; });
-
+// The concept's trainable tensors: LoRA factors (ortho_lora: the up-projections only) and the token's
+// label row, whose gradient is masked to that row.
+struct ConceptTensors {
   std::vector<std::pair<std::string, torch::Tensor>> named;
   std::vector<torch::Tensor> lora_params;
-  for (std::size_t i = 0; i < lora->paths().size(); ++i) {
-    const auto& l = lora->layers()[i];
-    if (l->down.requires_grad()) {
-      named.emplace_back(lora->paths()[i] + ".lora_A.weight", l->down);
-      lora_params.push_back(l->down);
+  torch::Tensor table;
+
+  ConceptTensors(DiT& model, LoRA& lora, std::int64_t label) : table(model->y_table->weight) {
+    table.set_requires_grad(true);
+    auto mask = torch::zeros({table.size(0), 1}, table.options().requires_grad(false));
+    mask[label] = 1;
+    table.register_hook([mask](const torch::Tensor& g) { return g * mask; });
+    for (std::size_t i = 0; i < lora.paths().size(); ++i) {
+      const auto& l = lora.layers()[i];
+      if (l->down.requires_grad()) {
+        named.emplace_back(lora.paths()[i] + ".lora_A.weight", l->down);
+        lora_params.push_back(l->down);
+      }
+      named.emplace_back(lora.paths()[i] + ".lora_B.weight", l->up);
+      lora_params.push_back(l->up);
     }
-    named.emplace_back(lora->paths()[i] + ".lora_B.weight", l->up);
-    lora_params.push_back(l->up);
+    named.emplace_back("y_embedder.embedding_table.weight", table);
   }
-  named.emplace_back("y_embedder.embedding_table.weight", table);
-  TensorSet train_set(named, false);
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(lora_params,
-                      std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(c.lr).weight_decay(0)));
-  groups.emplace_back(std::vector<torch::Tensor>{table}, std::make_unique<torch::optim::AdamWOptions>(
-                                                             torch::optim::AdamWOptions(c.token_lr).weight_decay(0)));
-  torch::optim::AdamW opt(groups, torch::optim::AdamWOptions(c.lr).weight_decay(0));
-  std::int64_t trainable = 0;
-  for (const auto& p : lora_params) trainable += p.numel();
-  ctx.report.info(std::string(ortho ? "ortho_lora" : "lora") + " concept '" + name + "': " + std::to_string(trainable) +
-                  " LoRA parameters on " + std::to_string(lora->paths().size()) + " layers + a " +
-                  std::to_string(table.size(1)) + "-wide token");
-
-  DiffusionObjective objective(NoiseSchedule::by_name(info.schedule, info.num_train_timesteps),
-                               prediction_by_name(info.prediction), model->config().learn_sigma);
-  Rng rng(static_cast<std::uint64_t>(c.seed) + 1);
-  const TrainingParts parts{{{"train.", train_set.get()}}, &opt, &rng};
-  const std::int64_t start = ctx.resume ? restore_training_parts(ctx.run_dir, parts) : 0;
-  if (start > 0) ctx.report.info("resumed from step " + std::to_string(start));
-
-  auto write_adapter = [&] {
-    TensorMap tensors = lora->tensors();
-    tensors["concept.embedding"] = table[label].detach();
-    AdapterInfo a{ortho ? "ortho_lora" : "lora", base_hash, {name}, settings, to_json(c)};
-    save_adapter(ctx.path(c.output), tensors, a);
-    ctx.report.artifact("adapter", ctx.path(c.output));
-  };
-  auto preview = [&](const std::string& file, const std::string& title) {
-    torch::NoGradGuard no_grad;
-    model->eval();
-    DiTModelInfo only = info;
-    save_class_grid(model, only, 4, c.sample_steps, c.cfg_scale, static_cast<std::uint64_t>(c.seed) + 3, ctx.path(file),
-                    title);
-    ctx.report.artifact(file, ctx.path(file));
-    model->train();
-  };
-
-  model->train();
-  const auto on_device = torch::TensorOptions().device(device);
-  for (std::int64_t step = start; step < c.steps; ++step) {
-    if (ctx.cancel.requested()) {
-      ctx.report.artifact("checkpoint", save_training_parts(ctx.run_dir, step, parts));
-      throw Cancelled();
-    }
-    auto x0 = data.batch(step * c.batch, c.batch, &rng).to(device);
-    auto t = rng.randint(objective.num_timesteps(), {c.batch}, on_device);
-    auto noise = rng.randn(x0.sizes(), on_device);
-    auto y = model->drop_labels(torch::full({c.batch}, label, on_device.dtype(torch::kLong)),
-                                rng.rand({c.batch}, on_device));
-    auto terms = objective.losses(model->forward(objective.q_sample(x0, t, noise), t, y), x0, t, noise);
-    auto loss = terms.loss.mean();
-    opt.zero_grad();
-    loss.backward();
-    if (c.grad_clip > 0) torch::nn::utils::clip_grad_norm_(train_set->values, c.grad_clip);
-    opt.step();
-    ctx.report.progress("train", step + 1, c.steps, {{"loss", loss.item<double>()}});
-    const std::int64_t done = step + 1;
-    if (done % c.checkpoint_every == 0 && done < c.steps)
-      ctx.report.artifact("checkpoint", save_training_parts(ctx.run_dir, done, parts));
-    if (done % c.sample_every == 0 && done < c.steps) {
-      preview("preview.png", "step " + std::to_string(done));
-      write_adapter();
-    }
+  // AdamW: lr for the LoRA factors, token_lr for the token.
+  std::unique_ptr<torch::optim::AdamW> optimizer(double lr, double token_lr) const {
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    auto options = [](double rate) {
+      return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(rate).weight_decay(0));
+    };
+    groups.emplace_back(lora_params, options(lr));
+    groups.emplace_back(std::vector<torch::Tensor>{table}, options(token_lr));
+    return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(lr).weight_decay(0));
   }
-  write_adapter();
-  preview("samples.png", name + ": " + std::to_string(c.steps) + " steps");
-  if (c.probe.empty()) return;
+  std::int64_t lora_numel() const {
+    std::int64_t n = 0;
+    for (const auto& p : lora_params) n += p.numel();
+    return n;
+  }
+};
+
+// The concept's LoRA on the target layers: ortho_lora's down-projections are the concept's columns of the
+// shared orthogonal basis (recorded in `settings`), plain LoRA's are initialised as LoRA does.
+LoRA concept_lora(DiT& model, const ConceptConfig& c, bool ortho, json& settings) {
+  if (!ortho) return LoRA::create(*model, c.targets, {c.rank, c.alpha, 0.0});
+  const OrthoAllocation a{static_cast<std::uint64_t>(c.ortho_seed), c.ortho_slot * c.rank, c.rank};
+  settings["ortho"] = {{"seed", a.seed}, {"first", a.first}, {"rank", a.rank}};
+  return create_ortho_lora(*model, c.targets, a, c.alpha);
+}
+
+// metrics.json of a concept run: identity of the concept's samples (probe-feature cosine to its real
+// images, and glyph accuracy for Shapes glyphs).
+void write_identity_metrics(DiT& model, const DiTModelInfo& info, std::int64_t label, const json& settings,
+                            const ConceptConfig& c, JobContext& ctx) {
   ProbeNet probe = load_probe(c.probe);
   torch::NoGradGuard no_grad;
   model->eval();
-  json identity = concept_identity(model, info, label, settings, c.eval_samples, c.sample_steps, c.cfg_scale,
-                                   static_cast<std::uint64_t>(c.seed) + 5, &probe);
+  json identity = concept_identity(model, info, label, settings, c.eval_samples, c.preview.sample_steps,
+                                   c.preview.cfg_scale, static_cast<std::uint64_t>(c.seed) + 5, &probe);
   write_file_atomic(ctx.path("metrics.json"), identity.dump(2) + "\n");
   std::map<std::string, double> flat;
   for (auto it = identity.begin(); it != identity.end(); ++it)
@@ -211,33 +142,106 @@ void concept_job(const ConceptConfig& c, JobContext& ctx, bool ortho) {
   ctx.report.metrics(flat);
 }
 
+void concept_job(const ConceptConfig& c, JobContext& ctx, AdapterMethod method) {
+  // Config -> build: the base with the concept's token and LoRA attached.
+  const bool ortho = method == AdapterMethod::OrthoLoRA;
+  const torch::Device device = select_device(c.device);
+  if (!std::filesystem::exists(c.base)) fail_field("base", c.base, " does not exist");
+  DiTModelInfo info;
+  DiT model = with_field("base", [&] { return load_dit_model(c.base, &info); });
+  const std::string base_hash = model_hash(*model);
+  const std::string name = concept_name(c);
+  if (std::find(info.class_names.begin(), info.class_names.end(), name) != info.class_names.end())
+    fail_field("concept", "the base model already has a class '", name, "'; choose another token name");
+  const auto size = model->config().input_size;
+  json settings = {{"input_size", size}, {"concept", name},     {"images", c.images},    {"glyph", c.glyph},
+                   {"styles", c.styles}, {"lora_rank", c.rank}, {"lora_alpha", c.alpha}, {"lora_targets", c.targets}};
+  const ConceptImages data(settings, static_cast<int>(size));
+  Rng init_rng(static_cast<std::uint64_t>(c.seed));
+  const std::int64_t label = model->add_class(init_rng.randn({1, model->config().hidden_size}) * 0.02);
+  info.class_names.push_back(name);
+  info.dit = model->config();
+  model->to(device);
+  for (auto& p : model->parameters()) p.set_requires_grad(false);
+  LoRA lora = concept_lora(model, c, ortho, settings);
+  lora.attach(model->hooks(), *model);
+  ConceptTensors trained(model, lora, label);
+  TensorSet train_set(trained.named, false);
+  const auto opt = trained.optimizer(c.lr, c.token_lr);
+  ctx.report.info(enum_name(method) + " concept '" + name + "': " + std::to_string(trained.lora_numel()) +
+                  " LoRA parameters on " + std::to_string(lora.paths().size()) + " layers + a " +
+                  std::to_string(trained.table.size(1)) + "-wide token");
+  DiffusionObjective objective(NoiseSchedule::by_name(info.schedule, info.num_train_timesteps),
+                               prediction_by_name(info.prediction), model->config().learn_sigma);
+  Rng rng(static_cast<std::uint64_t>(c.seed) + 1);
+  TrainLoop loop(ctx, c.train, {{{"train.", train_set.get()}}, opt.get(), &rng});
+  loop.clip(train_set->values);
+
+  auto write_adapter = [&] {
+    TensorMap tensors = lora.tensors();
+    tensors["concept.embedding"] = trained.table[label].detach();
+    save_adapter(ctx.path(c.output), tensors, {method, base_hash, {name}, settings, to_json(c)});
+    ctx.report.artifact("adapter", ctx.path(c.output));
+  };
+  auto preview = [&](const std::string& file, const std::string& title) {
+    torch::NoGradGuard no_grad;
+    model->eval();
+    save_class_grid(model, info, 4, c.preview.sample_steps, c.preview.cfg_scale, static_cast<std::uint64_t>(c.seed) + 3,
+                    ctx.path(file), title);
+    ctx.report.artifact(file, ctx.path(file));
+    model->train();
+  };
+
+  // Loop: the concept's images under its token, with CFG label dropout.
+  loop.every(c.preview.sample_every, [&](std::int64_t done) {
+    preview("preview.png", "step " + std::to_string(done));
+    write_adapter();
+  });
+  model->train();
+  const auto on_device = torch::TensorOptions().device(device);
+  const std::int64_t batch = c.train.batch;
+  loop.run([&](std::int64_t step) {
+    auto x0 = data.batch(step * batch, batch, &rng).to(device);
+    auto t = rng.randint(objective.num_timesteps(), {batch}, on_device);
+    auto noise = rng.randn(x0.sizes(), on_device);
+    auto y =
+        model->drop_labels(torch::full({batch}, label, on_device.dtype(torch::kLong)), rng.rand({batch}, on_device));
+    auto terms = objective.losses(model->forward(objective.q_sample(x0, t, noise), t, y), x0, t, noise);
+    return TrainStep{terms.loss.mean()};
+  });
+
+  // Finish: the adapter, a samples grid and the identity metrics.
+  write_adapter();
+  preview("samples.png", name + ": " + std::to_string(c.train.steps) + " steps");
+  if (!c.probe.empty()) write_identity_metrics(model, info, label, settings, c, ctx);
+}
+
 }  // namespace
 
 void lora_concept_job(const ConceptConfig& c, JobContext& ctx) {
-  concept_job(c, ctx, false);
+  concept_job(c, ctx, AdapterMethod::LoRA);
 }
 
 void ortho_concept_job(const ConceptConfig& c, JobContext& ctx) {
-  concept_job(c, ctx, true);
+  concept_job(c, ctx, AdapterMethod::OrthoLoRA);
 }
 
 void merge_job(const MergeConfig& c, JobContext& ctx) {
-  if (c.adapters.empty()) fail("field 'adapters': give at least one concept adapter");
+  if (c.adapters.empty()) fail_field("adapters", "give at least one concept adapter");
   const torch::Device device = select_device(c.device);
   std::vector<double> weights = c.weights;
   if (weights.empty()) weights.assign(c.adapters.size(), 0.6);
   std::vector<AdapterFile> files;
   std::size_t concept_count = 0;  // each concept adapter appends one class to the base's
   for (const auto& path : c.adapters) {
-    files.push_back(with_context([&] { return load_adapter(path); }, "field 'adapters'"));
+    files.push_back(with_field("adapters", [&] { return load_adapter(path); }));
     concept_count += files.back().tensors.count("concept.embedding");
   }
   const auto t0 = std::chrono::steady_clock::now();
   DiTModelInfo info;
   std::vector<std::pair<LoRA, double>> loras;
   DiT model = load_adapted_model(c.base, c.adapters, weights, &info, &loras, c.block_weights);
-  DiT merged(model->config());
-  load_module_tensors(*merged, folded_tensors(model, loras), "", "merged model");
+  DiT merged = fold_adapters(model, loras);
   const double merge_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::vector<std::string> base_classes(info.class_names.begin(),
                                               info.class_names.end() - static_cast<std::ptrdiff_t>(concept_count));

@@ -10,6 +10,7 @@
 
 #include "core/config.h"
 #include "core/job.h"
+#include "core/train_loop.h"
 
 namespace atelier {
 
@@ -24,16 +25,11 @@ struct ConceptConfig {
   std::vector<std::string> targets{"attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"};
   std::int64_t ortho_seed = 0;
   std::int64_t ortho_slot = 0;
-  std::int64_t steps = 300;
-  std::int64_t batch = 16;
+  TrainSchedule train{.steps = 300, .batch = 16, .warmup = 0, .grad_clip = 1.0, .checkpoint_every = 100};
   double lr = 1e-3;
   double token_lr = 1e-2;
-  double grad_clip = 1.0;
   std::int64_t seed = 0;
-  std::int64_t checkpoint_every = 100;
-  std::int64_t sample_every = 100;
-  std::int64_t sample_steps = 50;
-  double cfg_scale = 4.0;
+  PreviewSettings preview{.sample_every = 100, .sample_steps = 50, .cfg_scale = 4.0};
   std::int64_t eval_samples = 32;
   std::string probe = "assets/models/probe.safetensors";
   std::string output = "adapter.safetensors";
@@ -41,9 +37,9 @@ struct ConceptConfig {
 
   template <class V>
   void fields(V& v) {
-    v("base", base, "base model (Atelier DiT file)");
+    v("base", base, "base model (Atelier DiT file)", Input::Model);
     v("concept", token, "the new token's name (empty: the glyph's or the image folder's name)");
-    v("images", images, "folder of the concept's images (empty: draw the Shapes glyph)");
+    v("images", images, "folder of the concept's images (empty: draw the Shapes glyph)", Input::ImageFolder);
     v("glyph", glyph, "Shapes concept glyph drawn when no image folder is given",
       Choices{"spiral", "bolt", "key", "moon", "eye"});
     v("styles", styles, "Shapes styles of the glyph images");
@@ -52,18 +48,13 @@ struct ConceptConfig {
     v("targets", targets, "LoRA target layers (path tails or globs)");
     v("ortho_seed", ortho_seed, "ortho_lora: seed of the shared orthogonal bases", Range{0, 9e15});
     v("ortho_slot", ortho_slot, "ortho_lora: this concept's columns are slot*rank .. slot*rank+rank-1", Range{0, 1e6});
-    v("steps", steps, "optimizer steps", Range{1, 1e9});
-    v("batch", batch, "images per step", Range{1, 65536});
+    train.fields(v);
     v("lr", lr, "AdamW learning rate of the LoRA factors", Range{0, 1});
     v("token_lr", token_lr, "AdamW learning rate of the concept's token (label row)", Range{0, 10});
-    v("grad_clip", grad_clip, "gradient-norm clip (0: off)", Range{0, 1e6});
     v("seed", seed, "seed of the token init, noise, timesteps and label dropout", Range{0, 9e15});
-    v("checkpoint_every", checkpoint_every, "steps between checkpoints", Range{1, 1e9});
-    v("sample_every", sample_every, "steps between preview grids", Range{1, 1e9});
-    v("sample_steps", sample_steps, "DDIM steps of previews and evaluation", Range{1, 1000});
-    v("cfg_scale", cfg_scale, "guidance scale of previews and evaluation", Range{0, 100});
+    preview.fields(v);
     v("eval_samples", eval_samples, "concept samples for the identity metrics", Range{1, 4096});
-    v("probe", probe, "Shapes probe for identity metrics (empty: none)");
+    v("probe", probe, "Shapes probe for identity metrics (empty: none)", Input::File);
     v("output", output, "adapter file written in the run folder");
     v("device", device, "auto (CUDA when present), cpu, cuda or cuda:N");
   }
@@ -88,8 +79,8 @@ struct MergeConfig {
 
   template <class V>
   void fields(V& v) {
-    v("base", base, "base model the adapters were trained on");
-    v("adapters", adapters, "concept adapter files (lora / ortho_lora jobs)");
+    v("base", base, "base model the adapters were trained on", Input::Model);
+    v("adapters", adapters, "concept adapter files (lora / ortho_lora jobs)", Input::Adapters);
     v("weights", weights, "one merge weight per adapter (empty: 0.6 each)", Range{-100, 100});
     v("block_weights", block_weights, "one weight per DiT block for every LoRA update (empty: 1 each)",
       Range{-100, 100});
@@ -98,7 +89,7 @@ struct MergeConfig {
     v("cfg_scale", cfg_scale, "guidance scale of the preview", Range{0, 100});
     v("seed", seed, "seed of the preview noise", Range{0, 9e15});
     v("eval_samples", eval_samples, "samples per concept for the identity metrics", Range{1, 4096});
-    v("probe", probe, "Shapes probe for identity metrics (empty: none)");
+    v("probe", probe, "Shapes probe for identity metrics (empty: none)", Input::File);
     v("output", output, "merged model written in the run folder");
     v("device", device, "auto (CUDA when present), cpu, cuda or cuda:N");
   }

@@ -9,7 +9,9 @@
 #include "adapters/tuning.h"
 #include "core/config.h"
 #include "core/job.h"
-#include "diffusion/train_base.h"
+#include "core/train_loop.h"
+#include "data/shapes_data.h"
+#include "diffusion/model_file.h"
 
 namespace atelier {
 
@@ -18,18 +20,12 @@ struct FineTuneConfig {
   TuneSettings tune;
   ShapesData data;
   std::int64_t image_size = 0;
-  std::int64_t steps = 300;
-  std::int64_t batch = 32;
+  TrainSchedule train{.steps = 300, .batch = 32, .warmup = 0, .grad_clip = 1.0, .checkpoint_every = 100};
   double lr = 1e-4;
   double lr_scale = 10.0;
-  std::int64_t warmup = 0;
-  double grad_clip = 1.0;
   double ema_decay = 0.99;
   std::int64_t seed = 0;
-  std::int64_t checkpoint_every = 100;
-  std::int64_t sample_every = 100;
-  std::int64_t sample_steps = 50;
-  double cfg_scale = 4.0;
+  PreviewSettings preview{.sample_every = 100, .sample_steps = 50, .cfg_scale = 4.0};
   std::int64_t eval_per_class = 16;
   std::string probe = "assets/models/probe.safetensors";
   std::int64_t reference_samples = 512;
@@ -40,24 +36,18 @@ struct FineTuneConfig {
 
   template <class V>
   void fields(V& v) {
-    v("base", base, "base model: an Atelier DiT file, or a preset name (random weights; dry_run only)");
+    v("base", base, "base model: an Atelier DiT file, or a preset name (random weights; dry_run only)", Input::Model);
     tune.fields(v);
     data.fields(v);
     v("image_size", image_size, "training size (0: the base's; larger: resolution adaptation)", Range{0, 1024});
-    v("steps", steps, "optimizer steps", Range{1, 1e9});
-    v("batch", batch, "images per step", Range{1, 65536});
+    train.fields(v);
     v("lr", lr, "AdamW learning rate of full fine-tuning", Range{0, 1});
     v("lr_scale", lr_scale, "learning-rate factor of DiffFit/BitFit/LoRA tensors (DiffFit: 10)", Range{0, 1e4});
-    v("warmup", warmup, "linear warm-up steps", Range{0, 1e9});
-    v("grad_clip", grad_clip, "gradient-norm clip (0: off)", Range{0, 1e6});
     v("ema_decay", ema_decay, "EMA decay of the trained tensors (the adapter holds the EMA)", Range{0, 1});
     v("seed", seed, "seed of new label rows, noise, timesteps and label dropout", Range{0, 9e15});
-    v("checkpoint_every", checkpoint_every, "steps between checkpoints", Range{1, 1e9});
-    v("sample_every", sample_every, "steps between preview grids", Range{1, 1e9});
-    v("sample_steps", sample_steps, "DDIM steps of previews and evaluation", Range{1, 1000});
-    v("cfg_scale", cfg_scale, "guidance scale of previews and evaluation", Range{0, 100});
+    preview.fields(v);
     v("eval_per_class", eval_per_class, "samples per class for the before/after metrics", Range{1, 4096});
-    v("probe", probe, "Shapes probe for metrics (empty: none)");
+    v("probe", probe, "Shapes probe for metrics (empty: none)", Input::File);
     v("reference_samples", reference_samples, "real test-split images for FD-shapes", Range{16, 1e6});
     v("output", output, "adapter file written in the run folder");
     v("fold", fold, "also write model.safetensors: the base with the adapter folded in");
@@ -69,8 +59,9 @@ struct FineTuneConfig {
 void finetune_job(const FineTuneConfig& config, JobContext& ctx);
 
 // Base model with adapters applied, for `sample` and `fold`: loads `base`, applies each adapter at its
-// weight (hash-checked), LoRA updates scaled per DiT block by `block_weights` (empty: 1). `loras`
-// receives the LoRA sets applied (for folding); may be null.
+// weight (Atelier adapters hash-checked; PEFT and kohya LoRA files matched to the base layer by layer), LoRA updates
+// scaled per DiT block by `block_weights` (empty: 1). `loras` receives the LoRA sets applied (for folding); may be
+// null.
 DiT load_adapted_model(const std::string& base, const std::vector<std::string>& adapters,
                        const std::vector<double>& weights, DiTModelInfo* info,
                        std::vector<std::pair<LoRA, double>>* loras = nullptr,

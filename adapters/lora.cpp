@@ -183,7 +183,7 @@ void LoRA::scale_blocks(const std::vector<double>& block_weights) {
     if (p.rfind("blocks.", 0) != 0) continue;
     const auto block = std::stoul(p.substr(7, p.find('.', 7) - 7));
     if (block >= block_weights.size())
-      fail("field 'block_weights': ", block_weights.size(), " weights, but LoRA layer '", p, "' is in block ", block);
+      fail_field("block_weights", block_weights.size(), " weights, but LoRA layer '", p, "' is in block ", block);
     layers_[i]->up.mul_(block_weights[block]);
   }
 }

@@ -151,7 +151,7 @@ void write_lora_file(const std::filesystem::path& path, const LoRAWeights& lora,
   if (dialect == LoRADialect::Atelier) {
     if (info.base_hash.empty()) fail("an Atelier LoRA file needs its base model (base hash)");
     AdapterInfo a = info;
-    a.method = "lora";
+    a.method = AdapterMethod::LoRA;
     save_adapter(path, out, a);
     return;
   }

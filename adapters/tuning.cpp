@@ -29,6 +29,10 @@ LoRAOptions lora_options(const json& settings) {
 
 }  // namespace
 
+AdapterMethod adapter_method(TuneMethod m) {
+  return *enum_from_name<AdapterMethod>(enum_name(m));
+}
+
 std::vector<std::int64_t> gamma_block_indices(const std::string& spec, std::int64_t depth) {
   std::int64_t first = 0, last = -1;
   if (spec == "first_half") {  // 14 of DiT-XL's 28 blocks; at least one
@@ -44,10 +48,10 @@ std::vector<std::int64_t> gamma_block_indices(const std::string& spec, std::int6
       last = dash == std::string::npos ? first : std::stoll(spec.substr(dash + 1), &used);
       if (dash != std::string::npos && used != spec.size() - dash - 1) throw std::invalid_argument(spec);
     } catch (const std::logic_error&) {
-      fail("field 'gamma_blocks': '", spec, "' is not first_half, all, none or a range such as 0-6");
+      fail_field("gamma_blocks", "'", spec, "' is not first_half, all, none or a range such as 0-6");
     }
     if (first < 0 || last < first || last >= depth)
-      fail("field 'gamma_blocks': '", spec, "' is outside the model's blocks 0-", depth - 1);
+      fail_field("gamma_blocks", "'", spec, "' is outside the model's blocks 0-", depth - 1);
   }
   std::vector<std::int64_t> out;
   for (auto i = first; i <= last; ++i) out.push_back(i);
@@ -58,7 +62,7 @@ void add_gammas(DiT& model, const std::vector<std::int64_t>& blocks, const std::
   const auto d = model->config().hidden_size;
   const auto opts = model->pos_embed.options();
   for (const auto& b : branches)
-    if (b != "attn" && b != "mlp") fail("field 'gamma_branches': '", b, "' is not one of: attn, mlp");
+    if (b != "attn" && b != "mlp") fail_field("gamma_branches", "'", b, "' is not one of: attn, mlp");
   for (auto i : blocks) {
     auto& block = block_at(model, i);
     for (const auto& b : branches) {
@@ -83,21 +87,19 @@ TensorMap Tuning::adapter_tensors() const {
 Tuning prepare_tuning(DiT& model, const TuneSettings& s) {
   Tuning tuning;
   tuning.method = s.method;
-  tuning.settings = {{"method", s.method}, {"input_size", model->config().input_size}};
+  tuning.settings = {{"method", enum_name(s.method)}, {"input_size", model->config().input_size}};
   for (auto& p : model->parameters()) p.set_requires_grad(false);
-  if (s.method == "difffit") {
+  if (s.method == TuneMethod::DiffFit) {
     auto blocks = gamma_block_indices(s.gamma_blocks, model->config().depth);
     add_gammas(model, blocks, s.gamma_branches);
     tuning.settings["gamma_blocks"] = blocks;
     tuning.settings["gamma_branches"] = s.gamma_branches;
-  } else if (s.method == "lora") {
+  } else if (s.method == TuneMethod::LoRA) {
     tuning.lora = LoRA::create(*model, s.lora_targets, {s.lora_rank, s.lora_alpha, 0.0});
     tuning.lora->attach(model->hooks(), *model);
     tuning.settings["lora_rank"] = s.lora_rank;
     tuning.settings["lora_alpha"] = s.lora_alpha;
     tuning.settings["lora_targets"] = s.lora_targets;
-  } else if (s.method != "bitfit" && s.method != "full") {
-    fail("field 'method': '", s.method, "' is not one of: difffit, bitfit, full, lora");
   }
   for (auto& item : model->named_parameters()) {
     const auto& name = item.key();
@@ -105,10 +107,12 @@ Tuning prepare_tuning(DiT& model, const TuneSettings& s) {
     const bool bias = ends_with(name, ".bias");
     const bool gamma = ends_with(name, ".gamma_attn") || ends_with(name, ".gamma_mlp");
     bool train = false, scaled = false;
-    if (s.method == "full") train = name != "pos_embed";
-    if (s.method == "bitfit") train = scaled = bias || table;
-    if (s.method == "difffit") train = scaled = bias || table || gamma;
-    if (s.method == "lora") train = scaled = table;
+    switch (s.method) {
+      case TuneMethod::Full: train = name != "pos_embed"; break;
+      case TuneMethod::BitFit: train = scaled = bias || table; break;
+      case TuneMethod::DiffFit: train = scaled = bias || table || gamma; break;
+      case TuneMethod::LoRA: train = scaled = table; break;
+    }
     if (!train) continue;
     item.value().set_requires_grad(true);
     tuning.tensors.emplace_back(name, item.value());
@@ -148,13 +152,10 @@ std::optional<LoRA> apply_adapter(DiT& model, DiTModelInfo& info, const AdapterF
     if (!is_lora_tensor(name) && name != "concept.embedding") dit_tensors[name] = t;
   if (auto it = adapter.tensors.find("concept.embedding"); it != adapter.tensors.end()) {
     // A concept's token: a new label row before the null row.
-    const auto& old = model->y_table->weight;
-    const auto k = model->config().num_classes;
     if (a.classes.size() != 1) fail(adapter_source, ": a concept adapter names exactly one class");
     if (std::find(info.class_names.begin(), info.class_names.end(), a.classes[0]) != info.class_names.end())
       fail(adapter_source, ": concept '", a.classes[0], "' is already a class of the model (applied twice?)");
-    model->set_label_table(torch::cat({old.narrow(0, 0, k).detach(), it->second.to(old.options()).view({1, -1}),
-                                       old.narrow(0, k, old.size(0) - k).detach()}));
+    model->add_class(it->second);
     info.class_names.push_back(a.classes[0]);
   }
   if (auto it = dit_tensors.find("y_embedder.embedding_table.weight"); it != dit_tensors.end()) {
@@ -175,7 +176,7 @@ std::optional<LoRA> apply_adapter(DiT& model, DiTModelInfo& info, const AdapterF
     p->copy_(t);
   }
   info.dit = model->config();
-  if (a.method != "lora" && a.method != "ortho_lora") return std::nullopt;
+  if (!carries_lora(a.method)) return std::nullopt;
   TensorMap lora_tensors;
   for (const auto& [name, t] : adapter.tensors)
     if (is_lora_tensor(name)) lora_tensors[name] = t;
@@ -183,6 +184,12 @@ std::optional<LoRA> apply_adapter(DiT& model, DiTModelInfo& info, const AdapterF
   lora.to(model->pos_embed.device());
   lora.attach(model->hooks(), *model, weight);
   return lora;
+}
+
+DiT fold_adapters(DiT& model, const std::vector<std::pair<LoRA, double>>& loras) {
+  DiT plain(model->config());
+  load_module_tensors(*plain, folded_tensors(model, loras), "", "folded model");
+  return plain;
 }
 
 TensorMap folded_tensors(DiT& model, const std::vector<std::pair<LoRA, double>>& loras) {

@@ -18,12 +18,23 @@
 #include "core/config.h"
 #include "core/rng.h"
 #include "diffusion/dit.h"
-#include "diffusion/train_base.h"
+#include "diffusion/model_file.h"
 
 namespace atelier {
 
+enum class TuneMethod { DiffFit, BitFit, Full, LoRA };
+inline const EnumNames<TuneMethod>& enum_names(TuneMethod) {
+  static const EnumNames<TuneMethod> names = {{TuneMethod::DiffFit, "difffit"},
+                                              {TuneMethod::BitFit, "bitfit"},
+                                              {TuneMethod::Full, "full"},
+                                              {TuneMethod::LoRA, "lora"}};
+  return names;
+}
+// The adapter file's method for a tuning method (the same name).
+AdapterMethod adapter_method(TuneMethod m);
+
 struct TuneSettings {
-  std::string method = "difffit";
+  TuneMethod method = TuneMethod::DiffFit;
   std::string gamma_blocks = "first_half";
   std::vector<std::string> gamma_branches{"attn", "mlp"};
   std::int64_t lora_rank = 8;
@@ -32,7 +43,7 @@ struct TuneSettings {
 
   template <class V>
   void fields(V& v) {
-    v("method", method, "what trains", Choices{"difffit", "bitfit", "full", "lora"});
+    v("method", method, "what trains");
     v("gamma_blocks", gamma_blocks,
       "DiffFit: blocks with gamma scales: first_half, all, none, or a 0-based range such as 0-6");
     v("gamma_branches", gamma_branches, "DiffFit: residual branches with a gamma scale (attn, mlp)");
@@ -47,7 +58,7 @@ std::vector<std::int64_t> gamma_block_indices(const std::string& spec, std::int6
 
 // The trainable tensors of one adaptation.
 struct Tuning {
-  std::string method;
+  TuneMethod method = TuneMethod::DiffFit;
   std::vector<std::pair<std::string, torch::Tensor>> tensors;  // DiT tensors by state-dict name
   std::vector<bool> scaled_lr;                                 // per entry of `tensors`: takes lr * lr_scale
   std::optional<LoRA> lora;
@@ -80,5 +91,7 @@ std::optional<LoRA> apply_adapter(DiT& model, DiTModelInfo& info, const AdapterF
 // The adapted model as a plain DiT state dict (official key layout): gammas folded into the adaLN gate
 // rows, attached LoRA merged at their weights. The model itself is left as it was.
 TensorMap folded_tensors(DiT& model, const std::vector<std::pair<LoRA, double>>& loras);
+// The same as a plain DiT on the CPU (official layout: no gammas, no LoRA hooks), ready for save_dit_model.
+DiT fold_adapters(DiT& model, const std::vector<std::pair<LoRA, double>>& loras);
 
 }  // namespace atelier

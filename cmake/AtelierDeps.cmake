@@ -1,5 +1,5 @@
 # Third-party dependencies. LibTorch comes either from the torch wheel's folder (ATELIER_TORCH_ROOT) or
-# from a CMake package (Debian libtorch-dev, or the wheel with ATELIER_TORCH_CUDA for CUDA builds).
+# from its CMake package (the wheel with ATELIER_TORCH_CUDA for CUDA builds, or a LibTorch 2.x on CMAKE_PREFIX_PATH).
 find_package(Threads REQUIRED)
 
 if(ATELIER_TORCH_ROOT AND NOT ATELIER_TORCH_CUDA)

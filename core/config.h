@@ -12,6 +12,15 @@
 //     }
 //   };
 //
+// Enum fields read and write as strings: declare the names next to the enum with a function found by
+// argument-dependent lookup, and the field's choices come from it:
+//
+//   enum class TuneMethod { DiffFit, BitFit };
+//   inline const EnumNames<TuneMethod>& enum_names(TuneMethod) {
+//     static const EnumNames<TuneMethod> names = {{TuneMethod::DiffFit, "difffit"}, {TuneMethod::BitFit, "bitfit"}};
+//     return names;
+//   }
+//
 // from_json() rejects unknown keys (naming the key and the closest known one), wrong types and
 // out-of-range values, naming the field; to_json() gives the effective config (every field).
 #pragma once
@@ -32,6 +41,34 @@ namespace atelier {
 
 using json = nlohmann::json;
 
+template <class E>
+using EnumNames = std::vector<std::pair<E, std::string>>;
+
+template <class T>
+concept NamedEnum = std::is_enum_v<T> && requires(T e) {
+  enum_names(e);
+};
+
+// The name of an enum value, and the value of a name (Error listing the names when unknown).
+template <NamedEnum E>
+const std::string& enum_name(E value) {
+  for (const auto& [v, name] : enum_names(E{}))
+    if (v == value) return name;
+  fail("enum value ", static_cast<int>(value), " has no name");
+}
+template <NamedEnum E>
+std::vector<std::string> enum_name_list() {
+  std::vector<std::string> out;
+  for (const auto& [v, name] : enum_names(E{})) out.push_back(name);
+  return out;
+}
+template <NamedEnum E>
+std::optional<E> enum_from_name(const std::string& name) {
+  for (const auto& [v, n] : enum_names(E{}))
+    if (n == name) return v;
+  return std::nullopt;
+}
+
 struct Range {
   double min = -1e300;
   double max = 1e300;
@@ -42,6 +79,15 @@ struct Choices {
   explicit Choices(std::vector<std::string> v) : values(std::move(v)) {}
 };
 
+// Fields that name inputs on disk, so both clients can check a job's inputs before it starts
+// (studio/workspace.h check_job_inputs): v("base", base, "base model", Input::Model).
+enum class Input {
+  File,         // any file that must exist (empty: unused)
+  Model,        // the generator the job loads (a model file, or a preset name where the job allows one)
+  Adapters,     // adapter / LoRA files applied to the job's Model
+  ImageFolder,  // a folder of images (empty: unused)
+};
+
 // What the CLI's `atelier jobs` prints and the GUI builds its forms from.
 struct FieldInfo {
   std::string name;
@@ -50,6 +96,7 @@ struct FieldInfo {
   json default_value;
   std::optional<Range> range;
   std::vector<std::string> choices;
+  std::optional<Input> input;
 };
 
 namespace config_detail {
@@ -58,6 +105,8 @@ template <class T>
 std::string type_name() {
   if constexpr (std::is_same_v<T, bool>)
     return "bool";
+  else if constexpr (NamedEnum<T>)
+    return "string";
   else if constexpr (std::is_integral_v<T>)
     return "int";
   else if constexpr (std::is_floating_point_v<T>)
@@ -75,7 +124,13 @@ template <class T>
 std::string check_type(const json& j) {
   if constexpr (std::is_same_v<T, bool>)
     return j.is_boolean() ? "" : "expected bool";
-  else if constexpr (std::is_integral_v<T>) {
+  else if constexpr (NamedEnum<T>) {
+    if (!j.is_string()) return "expected string";
+    if (enum_from_name<T>(j.get<std::string>())) return "";
+    std::string list;
+    for (const auto& n : enum_name_list<T>()) list += (list.empty() ? "" : ", ") + n;
+    return "'" + j.get<std::string>() + "' is not one of: " + list;
+  } else if constexpr (std::is_integral_v<T>) {
     double d = 0;
     if (j.is_number_unsigned()) {
       if (j.get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<T>::max()))
@@ -108,7 +163,9 @@ std::string check_type(const json& j) {
 
 template <class T>
 T convert(const json& j) {
-  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+  if constexpr (NamedEnum<T>) {
+    return *enum_from_name<T>(j.get<std::string>());
+  } else if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
     if (j.is_number_float()) return static_cast<T>(j.get<double>());
     return j.get<T>();
   } else if constexpr (std::is_same_v<T, json>) {
@@ -125,14 +182,16 @@ T convert(const json& j) {
 template <class T>
 void check_constraints(const std::string& name, const T& value, const std::optional<Range>& range,
                        const std::vector<std::string>& choices) {
-  if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+  if constexpr (NamedEnum<T>) {
+    return;
+  } else if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
     if (range && (static_cast<double>(value) < range->min || static_cast<double>(value) > range->max))
-      fail("field '", name, "': ", value, " is outside [", range->min, ", ", range->max, "]");
+      fail_field(name, value, " is outside [", range->min, ", ", range->max, "]");
   } else if constexpr (std::is_same_v<T, std::string>) {
     if (!choices.empty() && std::find(choices.begin(), choices.end(), value) == choices.end()) {
       std::string list;
       for (const auto& c : choices) list += (list.empty() ? "" : ", ") + c;
-      fail("field '", name, "': '", value, "' is not one of: ", list);
+      fail_field(name, "'", value, "' is not one of: ", list);
     }
   } else if constexpr (!std::is_same_v<T, bool> && !std::is_same_v<T, json>) {
     for (const auto& e : value) check_constraints(name, e, range, choices);
@@ -151,6 +210,10 @@ struct Reader {
     read(name, value, std::nullopt, choices.values);
   }
   template <class T>
+  void operator()(const char* name, T& value, const char* /*help*/, Input) {
+    read(name, value, std::nullopt, {});
+  }
+  template <class T>
   void read(const char* name, T& value, const std::optional<Range>& range, const std::vector<std::string>& choices) {
     seen.emplace_back(name);
     auto it = in.find(name);
@@ -159,17 +222,29 @@ struct Reader {
       return;
     }
     std::string err = check_type<T>(*it);
-    if (!err.empty()) fail("field '", name, "': ", err, ", got ", it->type_name(), " ", it->dump());
+    if (!err.empty()) {
+      if constexpr (NamedEnum<T>)
+        if (it->is_string()) fail_field(name, err);
+      fail_field(name, err, ", got ", it->type_name(), " ", it->dump());
+    }
     value = convert<T>(*it);
     check_constraints(name, value, range, choices);
   }
 };
 
+template <class T>
+json value_json(const T& value) {
+  if constexpr (NamedEnum<T>)
+    return enum_name(value);
+  else
+    return json(value);
+}
+
 struct Writer {
   json& out;
   template <class T, class C = int>
   void operator()(const char* name, const T& value, const char*, const C& = {}) {
-    out[name] = value;
+    out[name] = value_json(value);
   }
 };
 
@@ -177,11 +252,17 @@ struct Describer {
   std::vector<FieldInfo>& out;
   template <class T>
   void operator()(const char* name, const T& value, const char* help, std::optional<Range> range = std::nullopt) {
-    out.push_back({name, type_name<T>(), help, json(value), range, {}});
+    std::vector<std::string> choices;
+    if constexpr (NamedEnum<T>) choices = enum_name_list<T>();
+    out.push_back({name, type_name<T>(), help, value_json(value), range, choices, std::nullopt});
   }
   template <class T>
   void operator()(const char* name, const T& value, const char* help, const Choices& choices) {
-    out.push_back({name, type_name<T>(), help, json(value), std::nullopt, choices.values});
+    out.push_back({name, type_name<T>(), help, value_json(value), std::nullopt, choices.values, std::nullopt});
+  }
+  template <class T>
+  void operator()(const char* name, const T& value, const char* help, Input input) {
+    out.push_back({name, type_name<T>(), help, value_json(value), std::nullopt, {}, input});
   }
 };
 

@@ -21,15 +21,50 @@ template <class... Parts>
   throw Error(os.str());
 }
 
+// An Error about one field of a job or config: the field's name travels as data, so a client can mark
+// the field (the GUI's forms) without reading the message. what() reads "field 'name': ...".
+class FieldError : public Error {
+ public:
+  FieldError(std::string field, const std::string& message) : Error(message), field_(std::move(field)) {}
+  const std::string& field() const { return field_; }
+
+ private:
+  std::string field_;
+};
+
+// fail_field("steps", "must be positive") throws FieldError "field 'steps': must be positive".
+template <class... Parts>
+[[noreturn]] void fail_field(const std::string& field, Parts&&... parts) {
+  std::ostringstream os;
+  os << "field '" << field << "': ";
+  (os << ... << std::forward<Parts>(parts));
+  throw FieldError(field, os.str());
+}
+
 // Prefixes an in-flight Error with context ("reading x.safetensors: ...") and rethrows it.
 template <class F, class... Parts>
 decltype(auto) with_context(F&& f, Parts&&... parts) {
   try {
     return f();
+  } catch (const FieldError& e) {
+    std::ostringstream os;
+    (os << ... << std::forward<Parts>(parts));
+    throw FieldError(e.field(), os.str() + ": " + e.what());
   } catch (const Error& e) {
     std::ostringstream os;
     (os << ... << std::forward<Parts>(parts));
     throw Error(os.str() + ": " + e.what());
+  }
+}
+
+// Runs f(); an Error thrown inside (a bad file the field names, say) becomes a FieldError of `field`:
+// "field 'base': <the error>".
+template <class F>
+decltype(auto) with_field(const std::string& field, F&& f) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    throw FieldError(field, "field '" + field + "': " + e.what());
   }
 }
 

@@ -1,6 +1,6 @@
 // What a running job sees: its run folder, whether it resumes, where to report, and the cancel flag.
 // Jobs call check_cancel() between steps; cancellation unwinds as Cancelled after the job has had the
-// chance to write a checkpoint (see TrainingLoop helpers in core/training_state.h).
+// chance to write a checkpoint (core/train_loop.h does both for training jobs).
 #pragma once
 #include <atomic>
 #include <filesystem>

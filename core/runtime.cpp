@@ -24,18 +24,18 @@ c10::Device select_device(const std::string& name, const std::string& field) {
   const bool cuda = at::hasCUDA();
   if (name == "auto") return cuda ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
   if (name == "cpu") return c10::Device(c10::kCPU);
-  if (name.rfind("cuda", 0) != 0) fail("field '", field, "': '", name, "' is not auto, cpu, cuda or cuda:N");
+  if (name.rfind("cuda", 0) != 0) fail_field(field, "'", name, "' is not auto, cpu, cuda or cuda:N");
   if (!cuda)
-    fail("field '", field, "': '", name,
-         "' asked for, but this build or machine has no CUDA device (build with -DATELIER_TORCH_CUDA=ON on a "
-         "machine with an NVIDIA driver, or use \"cpu\")");
+    fail_field(field, "'", name,
+               "' asked for, but this build or machine has no CUDA device (build with -DATELIER_TORCH_CUDA=ON on a "
+               "machine with an NVIDIA driver, or use \"cpu\")");
   try {
     c10::Device d(name);
     if (d.index() >= static_cast<int>(at::getNumGPUs()))
-      fail("field '", field, "': '", name, "' but only ", at::getNumGPUs(), " CUDA device(s) are present");
+      fail_field(field, "'", name, "' but only ", at::getNumGPUs(), " CUDA device(s) are present");
     return d.has_index() ? d : c10::Device(c10::kCUDA, 0);
   } catch (const c10::Error&) {
-    fail("field '", field, "': '", name, "' is not auto, cpu, cuda or cuda:N");
+    fail_field(field, "'", name, "' is not auto, cpu, cuda or cuda:N");
   }
 }
 

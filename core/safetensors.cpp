@@ -1,7 +1,5 @@
 #include "core/safetensors.h"
 
-#include "core/torch_version.h"
-
 #include <algorithm>
 #include <cstring>
 
@@ -20,25 +18,21 @@ struct Mapping {
 // Writer-side table: every torch dtype that has a safetensors name.
 const std::vector<Mapping>& writable_dtypes() {
   static const std::vector<Mapping> table = {
-    {DType::BOOL, torch::kBool},
-    {DType::U8, torch::kByte},
-    {DType::I8, torch::kChar},
-    {DType::I16, torch::kShort},
-    {DType::F16, torch::kHalf},
-    {DType::BF16, torch::kBFloat16},
-    {DType::I32, torch::kInt},
-    {DType::F32, torch::kFloat},
-    {DType::I64, torch::kLong},
-    {DType::F64, torch::kDouble},
-#if ATELIER_TORCH_AT_LEAST(2, 1)
-    {DType::F8_E4M3, torch::kFloat8_e4m3fn},
-    {DType::F8_E5M2, torch::kFloat8_e5m2},
-#endif
-#if ATELIER_TORCH_AT_LEAST(2, 3)
-    {DType::U16, torch::kUInt16},
-    {DType::U32, torch::kUInt32},
-    {DType::U64, torch::kUInt64},
-#endif
+      {DType::BOOL, torch::kBool},
+      {DType::U8, torch::kByte},
+      {DType::I8, torch::kChar},
+      {DType::I16, torch::kShort},
+      {DType::F16, torch::kHalf},
+      {DType::BF16, torch::kBFloat16},
+      {DType::I32, torch::kInt},
+      {DType::F32, torch::kFloat},
+      {DType::I64, torch::kLong},
+      {DType::F64, torch::kDouble},
+      {DType::F8_E4M3, torch::kFloat8_e4m3fn},
+      {DType::F8_E5M2, torch::kFloat8_e5m2},
+      {DType::U16, torch::kUInt16},
+      {DType::U32, torch::kUInt32},
+      {DType::U64, torch::kUInt64},
   };
   return table;
 }

@@ -1,7 +1,5 @@
 #include "core/torch_zip.h"
 
-#include "core/torch_version.h"
-
 #include <cstring>
 #include <optional>
 
@@ -49,15 +47,9 @@ std::optional<torch::ScalarType> dtype_named(std::string_view name) {
       {"bool", ScalarType::Bool}, {"complex32", ScalarType::ComplexHalf}, {"complex64", ScalarType::ComplexFloat},
       {"cfloat", ScalarType::ComplexFloat}, {"complex128", ScalarType::ComplexDouble},
       {"cdouble", ScalarType::ComplexDouble},
-#if ATELIER_TORCH_AT_LEAST(2, 3)
       {"uint16", ScalarType::UInt16}, {"uint32", ScalarType::UInt32}, {"uint64", ScalarType::UInt64},
-#endif
-#if ATELIER_TORCH_AT_LEAST(2, 1)
       {"float8_e4m3fn", ScalarType::Float8_e4m3fn}, {"float8_e5m2", ScalarType::Float8_e5m2},
-#endif
-#if ATELIER_TORCH_AT_LEAST(2, 2)
       {"float8_e4m3fnuz", ScalarType::Float8_e4m3fnuz}, {"float8_e5m2fnuz", ScalarType::Float8_e5m2fnuz},
-#endif
   };
   // clang-format on
   auto it = table.find(name);

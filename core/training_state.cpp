@@ -1,7 +1,5 @@
 #include "core/training_state.h"
 
-#include "core/torch_version.h"
-
 #include <algorithm>
 #include <regex>
 
@@ -101,13 +99,9 @@ void load_module_tensors(torch::nn::Module& module, const TensorMap& tensors, co
 }
 
 namespace {
-// Key of a parameter in the optimizer's state map (a string before LibTorch 2.0).
+// Key of a parameter in the optimizer's state map.
 auto state_key(const torch::Tensor& p) {
-#if ATELIER_TORCH_AT_LEAST(2, 0)
   return static_cast<void*>(p.unsafeGetTensorImpl());
-#else
-  return c10::guts::to_string(p.unsafeGetTensorImpl());
-#endif
 }
 
 template <class State>

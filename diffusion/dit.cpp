@@ -109,11 +109,7 @@ torch::Tensor DiTBlockImpl::forward(const torch::Tensor& x, const torch::Tensor&
   auto h = hk.linear(*qkv, modulate(layer_norm(x), shift_msa, scale_msa));      // [N, T, 3D]
   auto qkv_heads = h.view({n, tokens, 3, heads, hd}).permute({2, 0, 3, 1, 4});  // [3, N, H, T, hd]
   auto q = qkv_heads[0], k = qkv_heads[1], v = qkv_heads[2];
-#if TORCH_VERSION_MAJOR >= 2
   auto a = at::scaled_dot_product_attention(q, k, v);
-#else
-  auto a = torch::softmax(torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(hd)), -1).matmul(v);
-#endif
   a = hk.linear(*proj, a.transpose(1, 2).reshape({n, tokens, d}));  // [N, T, D]
   auto out = torch::addcmul(x, gate_msa.unsqueeze(1), a);
   auto m = hk.linear(*fc2, torch::gelu(hk.linear(*fc1, modulate(layer_norm(out), shift_mlp, scale_mlp)), "tanh"));
@@ -193,6 +189,14 @@ void DiTImpl::set_label_table(const torch::Tensor& table) {
   torch::NoGradGuard no_grad;
   y_table->weight.set_data(table.detach().clone().to(y_table->weight.options()));
   y_table->options.num_embeddings(table.size(0));
+}
+
+std::int64_t DiTImpl::add_class(const torch::Tensor& row) {
+  const std::int64_t k = config_.num_classes;
+  const auto& old = y_table->weight;
+  set_label_table(torch::cat(
+      {old.narrow(0, 0, k).detach(), row.to(old.options()).view({1, -1}), old.narrow(0, k, old.size(0) - k).detach()}));
+  return k;
 }
 
 torch::Tensor DiTImpl::unpatchify(const torch::Tensor& x) const {

@@ -93,6 +93,8 @@ class DiTImpl : public torch::nn::Module {
   std::int64_t null_class() const { return config_.num_classes; }
   // Replaces the label table by one with `num_classes` + null rows (the adapters' re-targeting).
   void set_label_table(const torch::Tensor& table);
+  // Adds a class: `row` ([D] or [1, D]) becomes a label-table row before the null row. Returns its label.
+  std::int64_t add_class(const torch::Tensor& row);
   // Additive layer updates (LoRA) on any Linear/Conv2d of this DiT; empty by default.
   LayerHooks& hooks() { return *hooks_; }
 

@@ -4,25 +4,12 @@
 
 #include "core/atomic_file.h"
 #include "core/image.h"
-#include "core/metrics.h"
 #include "core/runtime.h"
-#include "core/safetensors.h"
-#include "core/shapes.h"
-#include "core/tensor_io.h"
-#include "diffusion/dit_keys.h"
+#include "data/shapes_data.h"
 #include "diffusion/vae.h"
+#include "eval/metrics.h"
 
 namespace atelier {
-
-std::int64_t probe_label_of(const std::string& name) {
-  const auto& s = shapes::shape_names();
-  const auto& g = shapes::glyph_names();
-  for (std::size_t i = 0; i < s.size(); ++i)
-    if (s[i] == name) return static_cast<std::int64_t>(i);
-  for (std::size_t i = 0; i < g.size(); ++i)
-    if (g[i] == name) return 8 + static_cast<std::int64_t>(i);
-  fail("'", name, "' is neither a Shapes class nor a concept glyph");
-}
 
 torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor& labels, const SamplerSettings& s,
                        Rng& rng, const StepObserver& observe) {
@@ -77,19 +64,24 @@ torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor
   fail("sampler '", s.sampler, "' is not one of: ddpm, ddim, euler, euler_a, dpmpp_2m, lcm");
 }
 
-DiT load_generator_model(const std::filesystem::path& path, DiTModelInfo* info) {
-  if (detect_format(path) == FileFormat::Safetensors) {
-    const safetensors::Reader reader(path);
-    const auto& meta = reader.header().metadata;
-    if (meta.count("dit.config") != 0 && meta.count("classes") != 0) return load_dit_model(path, info);
-  }
-  DiTFileInfo file;
-  DiT model = load_dit(path, {}, &file);
-  DiTModelInfo i;
-  i.dit = file.config;
-  for (std::int64_t k = 0; k < i.dit.num_classes; ++k) i.class_names.push_back(std::to_string(k));
-  if (info != nullptr) *info = std::move(i);
-  return model;
+torch::Tensor save_class_grid(DiT& model, const DiTModelInfo& info, std::int64_t per_class, std::int64_t steps,
+                              double cfg_scale, std::uint64_t seed, const std::filesystem::path& path,
+                              const std::string& title) {
+  SamplerSettings s;
+  s.steps = steps;
+  s.cfg_scale = cfg_scale;
+  std::vector<std::int64_t> labels;
+  for (std::int64_t k = 0; k < static_cast<std::int64_t>(info.class_names.size()); ++k)
+    labels.insert(labels.end(), per_class, k);
+  Rng rng(seed);
+  auto images = generate(model, info, torch::tensor(labels).to(model->pos_embed.device()), s, rng).clamp(-1, 1).cpu();
+  GridOptions grid;
+  grid.columns = static_cast<int>(per_class);
+  grid.row_labels = info.class_names;
+  grid.scale = std::max<int>(1, 64 / static_cast<int>(images.size(-1)));
+  grid.title = title;
+  save_png(path, make_grid(images, grid), {{"atelier.title", title}});
+  return images;
 }
 
 namespace {
@@ -106,31 +98,38 @@ torch::Tensor decode_latents(AutoencoderKL& vae, const torch::Tensor& z, JobCont
 }
 }  // namespace
 
+std::string sample_label(const SampleConfig& c) {
+  std::string label = std::filesystem::path(c.model).filename().string();
+  for (const auto& a : c.adapters) label += " + " + std::filesystem::path(a).stem().string();
+  return label + ", " + c.sampler.sampler + " " + std::to_string(c.sampler.steps) + " steps, cfg " +
+         json(c.sampler.cfg_scale).dump() + ", seed " + std::to_string(c.seed);
+}
+
 void sample_job(const SampleConfig& c, JobContext& ctx, const ModelLoader& loader) {
   const torch::Device device = select_device(c.device);
   DiTModelInfo info;
-  if (!c.adapters.empty() && !loader) fail("field 'adapters': this build cannot apply adapters");
-  DiT model =
-      loader ? loader(c, &info) : with_context([&] { return load_generator_model(c.model, &info); }, "field 'model'");
+  if (!c.adapters.empty() && !loader) fail_field("adapters", "this build cannot apply adapters");
+  DiT model = loader ? loader(c, &info) : with_field("model", [&] { return load_generator_model(c.model, &info); });
   const auto& dc = model->config();
   AutoencoderKL vae{nullptr};
   if (!c.vae.empty()) {
-    vae = with_context([&] { return load_vae(c.vae); }, "field 'vae'");
+    vae = with_field("vae", [&] { return load_vae(c.vae); });
     if (vae->config().latent_channels != dc.in_channels)
-      fail("field 'vae': ", c.vae, " has ", vae->config().latent_channels, " latent channels but the model works on ",
-           dc.in_channels, "-channel inputs");
+      fail_field("vae", c.vae, " has ", vae->config().latent_channels, " latent channels but the model works on ",
+                 dc.in_channels, "-channel inputs");
     vae->eval();
     vae->to(device);
   } else if (dc.in_channels != 3) {
-    fail("field 'vae': ", c.model, " generates ", dc.in_channels,
-         "-channel latents; give the VAE that decodes them (for the official DiT: sd-vae-ft-mse or sd-vae-ft-ema)");
+    fail_field(
+        "vae", c.model, " generates ", dc.in_channels,
+        "-channel latents; give the VAE that decodes them (for the official DiT: sd-vae-ft-mse or sd-vae-ft-ema)");
   }
   model->to(device);
   std::vector<std::string> names = c.classes.empty() ? info.class_names : c.classes;
   std::vector<std::int64_t> labels;
   for (const auto& name : names) {
     auto it = std::find(info.class_names.begin(), info.class_names.end(), name);
-    if (it == info.class_names.end()) fail("field 'classes': the model has no class '", name, "'");
+    if (it == info.class_names.end()) fail_field("classes", "the model has no class '", name, "'");
     for (std::int64_t k = 0; k < c.per_class; ++k) labels.push_back(it - info.class_names.begin());
   }
   auto y = torch::tensor(labels, torch::kLong).to(device);
@@ -158,7 +157,7 @@ void sample_job(const SampleConfig& c, JobContext& ctx, const ModelLoader& loade
     return;
   }
   if (!std::filesystem::exists(c.probe))
-    fail("field 'probe': ", c.probe, " does not exist (set \"probe\": \"\" to skip metrics)");
+    fail_field("probe", c.probe, " does not exist (set \"probe\": \"\" to skip metrics)");
   ProbeNet probe = load_probe(c.probe);
   std::vector<std::int64_t> probe_labels;
   for (const auto& name : names)

@@ -10,7 +10,7 @@
 #include "core/job.h"
 #include "core/rng.h"
 #include "diffusion/dit.h"
-#include "diffusion/train_base.h"
+#include "diffusion/model_file.h"
 #include "samplers/samplers.h"
 
 namespace atelier {
@@ -38,14 +38,11 @@ struct SamplerSettings {
 torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor& labels, const SamplerSettings& s,
                        Rng& rng, const StepObserver& observe = {});
 
-// A DiT to sample from: an Atelier model file (written by train_base and the adapter jobs), or any DiT
-// checkpoint load_dit reads (the official .pt files, diffusers weights), which runs as the official code
-// does: linear schedule, eps prediction, 1000 timesteps, classes named by index ("0" ... "999").
-// Returns the model on the CPU in eval mode.
-DiT load_generator_model(const std::filesystem::path& path, DiTModelInfo* info);
-
-// Probe label (0-7 shapes, 8-12 glyphs) of a Shapes class or glyph name.
-std::int64_t probe_label_of(const std::string& name);
+// `per_class` samples of every class label (DDIM, fixed noise from `seed`), as a labelled PNG grid at
+// `path`; returns the images [K * per_class, C, H, W] on the CPU.
+torch::Tensor save_class_grid(DiT& model, const DiTModelInfo& info, std::int64_t per_class, std::int64_t steps,
+                              double cfg_scale, std::uint64_t seed, const std::filesystem::path& path,
+                              const std::string& title);
 
 struct SampleConfig {
   std::string model = "assets/models/dit_shapes.safetensors";
@@ -64,21 +61,25 @@ struct SampleConfig {
 
   template <class V>
   void fields(V& v) {
-    v("model", model, "DiT model file: Atelier's, an official DiT .pt, or diffusers weights");
-    v("adapters", adapters, "adapter files applied to the model at load time");
+    v("model", model, "DiT model file: Atelier's, an official DiT .pt, or diffusers weights", Input::Model);
+    v("adapters", adapters, "adapter files applied to the model at load time", Input::Adapters);
     v("adapter_weights", adapter_weights, "one weight per adapter (empty: 1 each)", Range{-100, 100});
     v("block_weights", block_weights, "LoRA adapters: one weight per DiT block (empty: 1 each)", Range{-100, 100});
-    v("vae", vae, "VAE that decodes a latent model's samples (AutoencoderKL: diffusers, old or LDM names)");
+    v("vae", vae, "VAE that decodes a latent model's samples (AutoencoderKL: diffusers, old or LDM names)",
+      Input::File);
     v("classes", classes, "class names to draw (empty: every class of the model)");
     v("per_class", per_class, "images per class (one grid row per class)", Range{1, 4096});
     sampler.fields(v);
     v("seed", seed, "seed of the initial noise", Range{0, 9e15});
-    v("probe", probe, "Shapes probe for metrics (empty: no metrics)");
+    v("probe", probe, "Shapes probe for metrics of Shapes models (empty: no metrics)");
     v("reference_samples", reference_samples, "real test-split images for FD-shapes", Range{16, 1e6});
     v("output", output, "grid file written in the run folder");
     v("device", device, "auto (CUDA when present), cpu, cuda or cuda:N");
   }
 };
+// A one-line description of a sample job's grid: model + adapters, sampler, steps, cfg, seed.
+std::string sample_label(const SampleConfig& config);
+
 // Loads the model named by config.model with config.adapters applied (the adapters layer provides it).
 using ModelLoader = std::function<DiT(const SampleConfig& config, DiTModelInfo* info)>;
 // Without a loader, adapters are refused with an Error naming the field.

@@ -1,24 +1,11 @@
 #include "diffusion/train_base.h"
 
-#include <cmath>
-
-#include "core/atomic_file.h"
-#include "core/image.h"
 #include "core/rng.h"
 #include "core/runtime.h"
-#include "core/safetensors.h"
-#include "core/training_state.h"
 #include "diffusion/generate.h"
 
 namespace atelier {
 namespace {
-
-std::vector<int> indices_of(const std::vector<std::string>& names, const std::vector<std::string>& all,
-                            const char* what) {
-  std::vector<int> out;
-  for (const auto& n : names) out.push_back(shapes::index_of(all, n, what));
-  return out;
-}
 
 DiTConfig build_config(const TrainBaseConfig& c, const shapes::Spec& spec) {
   DiTConfig d = dit_preset(c.model);
@@ -33,13 +20,38 @@ DiTConfig build_config(const TrainBaseConfig& c, const shapes::Spec& spec) {
   return d;
 }
 
-}  // namespace
+// Validation loss of the EMA model on a fixed set: 256 images, timesteps and noise drawn once.
+class Validation {
+ public:
+  Validation(const shapes::Spec& spec, const DiffusionObjective& objective, std::uint64_t seed, torch::Device device)
+      : objective_(objective) {
+    Rng rng(seed);
+    const auto on_device = torch::TensorOptions().device(device);
+    const auto val = shapes::make_batch(spec, 1, 0, kCount);
+    images_ = val.images.to(device);
+    labels_ = val.labels.to(device);
+    t_ = rng.randint(objective.num_timesteps(), {kCount}, on_device);
+    noise_ = rng.randn(val.images.sizes(), on_device);
+  }
+  double loss(DiT& model) const {
+    torch::NoGradGuard no_grad;
+    model->eval();
+    double total = 0;
+    for (std::int64_t i = 0; i < kCount; i += 64) {
+      auto x0 = images_.slice(0, i, i + 64), t = t_.slice(0, i, i + 64), n = noise_.slice(0, i, i + 64);
+      auto out = model->forward(objective_.q_sample(x0, t, n), t, labels_.slice(0, i, i + 64));
+      total += objective_.losses(out, x0, t, n).mse.sum().item<double>();
+    }
+    return total / kCount;
+  }
 
-std::vector<std::string> shapes_class_names(const shapes::Spec& spec) {
-  std::vector<std::string> out;
-  for (int i = 0; i < spec.num_labels(); ++i) out.push_back(spec.label_name(i));
-  return out;
-}
+ private:
+  static constexpr std::int64_t kCount = 256;
+  const DiffusionObjective& objective_;
+  torch::Tensor images_, labels_, t_, noise_;
+};
+
+}  // namespace
 
 DiffusionObjective::Terms shapes_training_terms(DiT& model, const DiffusionObjective& objective,
                                                 const shapes::Spec& spec, std::int64_t first, std::int64_t batch,
@@ -60,78 +72,8 @@ DiffusionObjective::Terms training_terms(DiT& model, const DiffusionObjective& o
   return objective.losses(out, x0, t, noise);
 }
 
-torch::Tensor save_class_grid(DiT& model, const DiTModelInfo& info, std::int64_t per_class, std::int64_t steps,
-                              double cfg_scale, std::uint64_t seed, const std::filesystem::path& path,
-                              const std::string& title) {
-  SamplerSettings s;
-  s.steps = steps;
-  s.cfg_scale = cfg_scale;
-  std::vector<std::int64_t> labels;
-  for (std::int64_t k = 0; k < static_cast<std::int64_t>(info.class_names.size()); ++k)
-    labels.insert(labels.end(), per_class, k);
-  Rng rng(seed);
-  auto images = generate(model, info, torch::tensor(labels).to(model->pos_embed.device()), s, rng).clamp(-1, 1).cpu();
-  GridOptions grid;
-  grid.columns = static_cast<int>(per_class);
-  grid.row_labels = info.class_names;
-  grid.scale = std::max<int>(1, 64 / static_cast<int>(images.size(-1)));
-  grid.title = title;
-  save_png(path, make_grid(images, grid), {{"atelier.title", title}});
-  return images;
-}
-
-shapes::Spec ShapesData::spec(int size) const {
-  shapes::Spec s;
-  s.size = size;
-  s.shapes = indices_of(classes, shapes::shape_names(), "field 'classes'");
-  s.glyphs = indices_of(glyphs, shapes::glyph_names(), "field 'glyphs'");
-  s.styles = indices_of(styles, shapes::style_names(), "field 'styles'");
-  if (s.styles.empty()) s.styles = {0};
-  if (min_scale > max_scale) fail("field 'min_scale' (", min_scale, ") is larger than 'max_scale' (", max_scale, ")");
-  s.min_scale = static_cast<float>(min_scale);
-  s.max_scale = static_cast<float>(max_scale);
-  s.jitter = static_cast<float>(jitter);
-  s.rotation = static_cast<float>(rotation);
-  s.plain_backgrounds = plain_backgrounds;
-  s.seed = static_cast<std::uint64_t>(seed);
-  return s;
-}
-
-void save_dit_model(const std::filesystem::path& path, DiT& model, const DiTModelInfo& info, const json& config) {
-  Metadata meta = {{"atelier.kind", "dit"},
-                   {"dit.config", to_json(info.dit).dump()},
-                   {"diffusion.schedule", info.schedule},
-                   {"diffusion.prediction", info.prediction},
-                   {"diffusion.num_train_timesteps", std::to_string(info.num_train_timesteps)},
-                   {"classes", json(info.class_names).dump()},
-                   {"data", info.data.dump()},
-                   {"atelier.config", config.dump()}};
-  safetensors::save(path, module_tensors(*model), meta);
-}
-
-DiT load_dit_model(const std::filesystem::path& path, DiTModelInfo* info) {
-  TensorFile f = safetensors::load(path);
-  auto get = [&](const std::string& key) -> const std::string& {
-    auto it = f.metadata.find(key);
-    if (it == f.metadata.end()) fail(path.string(), ": not an Atelier DiT model (metadata '", key, "' missing)");
-    return it->second;
-  };
-  DiTModelInfo i;
-  i.dit =
-      with_context([&] { return from_json<DiTConfig>(json::parse(get("dit.config"))); }, path.string(), ": dit.config");
-  i.schedule = get("diffusion.schedule");
-  i.prediction = get("diffusion.prediction");
-  i.num_train_timesteps = std::stoll(get("diffusion.num_train_timesteps"));
-  i.class_names = json::parse(get("classes")).get<std::vector<std::string>>();
-  i.data = json::parse(get("data"), nullptr, false);
-  DiT model(i.dit);
-  load_module_tensors(*model, f.tensors, "", path.string());
-  model->eval();
-  if (info != nullptr) *info = std::move(i);
-  return model;
-}
-
 void train_base(const TrainBaseConfig& c, JobContext& ctx) {
+  // Config -> build: the model, its EMA, AdamW on the trainable parameters, the objective.
   const shapes::Spec spec = c.data.spec(static_cast<int>(c.image_size));
   const DiTConfig dc = build_config(c, spec);
   torch::manual_seed(static_cast<std::uint64_t>(c.seed));
@@ -141,7 +83,6 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
   load_module_tensors(*ema, module_tensors(*model), "", "ema");
   model->to(device);
   ema->to(device);
-  const auto on_device = torch::TensorOptions().device(device);
   for (auto& p : ema->parameters()) p.set_requires_grad(false);
   std::vector<torch::Tensor> params;
   for (auto& p : model->parameters())
@@ -155,31 +96,6 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
   ctx.report.info(c.model + ": " + std::to_string(params_count) + " trainable parameters, " +
                   std::to_string(dc.num_patches()) + " tokens, " + std::to_string(spec.num_labels()) + " classes");
 
-  const TrainingParts parts{{{"model.", model.get()}, {"ema.", ema.get()}}, &opt, &rng};
-  const std::int64_t start = ctx.resume ? restore_training_parts(ctx.run_dir, parts) : 0;
-  if (start > 0) ctx.report.info("resumed from step " + std::to_string(start));
-  auto checkpoint = [&](std::int64_t step) {
-    ctx.report.artifact("checkpoint", save_training_parts(ctx.run_dir, step, parts));
-  };
-
-  // Fixed validation set: images, timesteps and noise drawn once from their own generator.
-  Rng val_rng(static_cast<std::uint64_t>(c.seed) + 2);
-  const auto val = shapes::make_batch(spec, 1, 0, 256);
-  const auto val_images = val.images.to(device), val_labels = val.labels.to(device);
-  const auto val_t = val_rng.randint(objective.num_timesteps(), {256}, on_device);
-  const auto val_noise = val_rng.randn(val.images.sizes(), on_device);
-  auto validate = [&](std::int64_t step) {
-    torch::NoGradGuard no_grad;
-    ema->eval();
-    double total = 0;
-    for (std::int64_t i = 0; i < 256; i += 64) {
-      auto x0 = val_images.slice(0, i, i + 64), t = val_t.slice(0, i, i + 64), n = val_noise.slice(0, i, i + 64);
-      auto out = ema->forward(objective.q_sample(x0, t, n), t, val_labels.slice(0, i, i + 64));
-      total += objective.losses(out, x0, t, n).mse.sum().item<double>();
-    }
-    ctx.report.progress("val", step, c.steps, {{"val_loss", total / 256}});
-  };
-
   // The EMA weights as a model file (also written at every preview, so `sample` can judge a run midway).
   const DiTModelInfo info{
       dc, c.schedule, c.prediction, objective.num_timesteps(), shapes_class_names(spec), to_json(c.data)};
@@ -187,37 +103,33 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
     save_dit_model(ctx.path(c.output), ema, info, to_json(c));
     ctx.report.artifact("model", ctx.path(c.output));
   };
+  const Validation val(spec, objective, static_cast<std::uint64_t>(c.seed) + 2, device);
 
-  // Preview: 4 EMA samples per class with fixed noise, as a labelled grid.
-  auto preview = [&](std::int64_t step) {
-    save_class_grid(ema, info, 4, c.sample_steps, c.cfg_scale, static_cast<std::uint64_t>(c.seed) + 3,
-                    ctx.path("preview.png"), "step " + std::to_string(step));
-    ctx.report.artifact("preview", ctx.path("preview.png"));
-    if (step < c.steps) write_model();
-  };
-
+  // Loop: validation loss and a preview grid (4 EMA samples per class, fixed noise) on their cadence.
+  TrainLoop loop(ctx, c.train, {{{"model.", model.get()}, {"ema.", ema.get()}}, &opt, &rng});
+  loop.clip(params);
+  loop.ema(*ema, *model, c.ema_decay);
+  loop.every(
+      c.val_every,
+      [&](std::int64_t done) {
+        ctx.report.progress("val", done, c.train.steps, {{"val_loss", val.loss(ema)}});
+      },
+      true);
+  loop.every(
+      c.preview.sample_every,
+      [&](std::int64_t done) {
+        save_class_grid(ema, info, 4, c.preview.sample_steps, c.preview.cfg_scale,
+                        static_cast<std::uint64_t>(c.seed) + 3, ctx.path("preview.png"),
+                        "step " + std::to_string(done));
+        ctx.report.artifact("preview", ctx.path("preview.png"));
+        if (done < c.train.steps) write_model();
+      },
+      true);
   model->train();
-  for (std::int64_t step = start; step < c.steps; ++step) {
-    if (ctx.cancel.requested()) {
-      checkpoint(step);
-      throw Cancelled();
-    }
-    const double lr = c.warmup > 0 && step < c.warmup ? c.lr * (step + 1) / c.warmup : c.lr;
-    for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-    auto terms = shapes_training_terms(model, objective, spec, step * c.batch, c.batch, rng);
-    auto loss = terms.loss.mean();
-    opt.zero_grad();
-    loss.backward();
-    if (c.grad_clip > 0) torch::nn::utils::clip_grad_norm_(params, c.grad_clip);
-    opt.step();
-    ema_update(*ema, *model, step < c.warmup ? 0.0 : c.ema_decay);
-    ctx.report.progress("train", step + 1, c.steps,
-                        {{"loss", loss.item<double>()}, {"mse", terms.mse.mean().item<double>()}, {"lr", lr}});
-    const std::int64_t done = step + 1;
-    if (done % c.checkpoint_every == 0 && done < c.steps) checkpoint(done);
-    if (done % c.val_every == 0 || done == c.steps) validate(done);
-    if (done % c.sample_every == 0 || done == c.steps) preview(done);
-  }
+  loop.run([&](std::int64_t step) {
+    auto terms = shapes_training_terms(model, objective, spec, step * c.train.batch, c.train.batch, rng);
+    return TrainStep{terms.loss.mean(), {{"mse", terms.mse.mean()}}};
+  });
 
   write_model();
 }

@@ -89,11 +89,7 @@ torch::Tensor VAEAttentionImpl::forward(const torch::Tensor& x) {
   auto tokens = group_norm->forward(x).view({n, c, h * w}).transpose(1, 2);  // [N, HW, C]
   auto q = to_q->forward(tokens).unsqueeze(1), k = to_k->forward(tokens).unsqueeze(1),
        v = to_v->forward(tokens).unsqueeze(1);  // [N, 1, HW, C]
-#if TORCH_VERSION_MAJOR >= 2
   auto a = at::scaled_dot_product_attention(q, k, v);
-#else
-  auto a = torch::softmax(torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(c)), -1).matmul(v);
-#endif
   a = to_out->forward(a.squeeze(1));                   // [N, HW, C]
   return x + a.transpose(1, 2).reshape({n, c, h, w});  // rescale_output_factor 1
 }

@@ -3,18 +3,23 @@
 #   scripts/setup.sh            install packages + LibTorch, configure and build (Release, GUI on)
 # Environment knobs:
 #   ATELIER_GUI=OFF             headless build (no ImGui/GLFW/Xvfb packages)
-#   ATELIER_TORCH=wheel|debian  LibTorch from the pinned PyPI wheel (default) or Debian's libtorch-dev
 #   ATELIER_BUILD_DIR=build     build folder
+# LibTorch comes only from the pinned PyPI torch wheel (TORCH_VERSION), installed into a project-local .venv.
+# Debian's libtorch-dev 1.13 is not supported (the engine uses the 2.x API, the test fixtures 2.x dtypes):
+# ATELIER_TORCH set to anything but `wheel` is an error.
 # Idempotent: packages already present are skipped and the build is incremental.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 GUI=${ATELIER_GUI:-ON}
-TORCH_SRC=${ATELIER_TORCH:-wheel}
 BUILD_DIR=${ATELIER_BUILD_DIR:-build}
 TORCH_VERSION=2.11.0
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
+if [ "${ATELIER_TORCH:-wheel}" != wheel ]; then
+  echo "scripts/setup.sh: ATELIER_TORCH=$ATELIER_TORCH is no longer supported: LibTorch comes from the pinned torch wheel" >&2
+  exit 1
+fi
 
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -23,7 +28,6 @@ pkgs=(build-essential cmake ninja-build pkg-config ccache clang-format clang lib
       libopencv-core-dev libopencv-imgproc-dev libstb-dev nlohmann-json3-dev catch2 libcli11-dev libssl-dev)
 [ "$GUI" = ON ] && pkgs+=(libimgui-dev libglfw3-dev libgl-dev xvfb xauth fonts-dejavu-core
                          libgl1-mesa-dri libglx-mesa0)
-[ "$TORCH_SRC" = debian ] && pkgs+=(libtorch-dev libopenblas0-pthread)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,34 +41,28 @@ fi
 # ---- LibTorch ----------------------------------------------------------------------------------
 cmake_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DATELIER_GUI="$GUI")
 command -v ccache >/dev/null && cmake_args+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-if [ "$TORCH_SRC" = wheel ]; then
-  # The wheel's LibTorch (headers, libtorch_cpu, c10) is all a CPU build links; its CUDA runtime
-  # wheels are only needed by CUDA builds and Python, so they are not installed (--no-deps).
-  PY=${ATELIER_PYTHON:-python3}
-  if [ ! -x .venv/bin/python ]; then
-    log "creating .venv"
-    "$PY" -m venv .venv
-  fi
-  if ! .venv/bin/pip show torch 2>/dev/null | grep -q "^Version: $TORCH_VERSION"; then
-    log "installing torch==$TORCH_VERSION (LibTorch only, no CUDA runtime wheels)"
-    .venv/bin/pip install -q --no-deps "torch==$TORCH_VERSION"
-  fi
-  # libtorch_cpu.so itself needs two small CUDA runtime libraries (cudart, cupti) to load.
-  if ! .venv/bin/pip show nvidia-cuda-runtime nvidia-cuda-cupti >/dev/null 2>&1; then
-    .venv/bin/pip install -q --no-deps "nvidia-cuda-runtime==13.0.96.*" "nvidia-cuda-cupti==13.0.85.*"
-  fi
-  TORCH_ROOT=$(.venv/bin/python - <<'PY'
+# The wheel's LibTorch (headers, libtorch_cpu, c10) is all a CPU build links; its CUDA runtime
+# wheels are only needed by CUDA builds and Python, so they are not installed (--no-deps).
+PY=${ATELIER_PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/pip show torch 2>/dev/null | grep -q "^Version: $TORCH_VERSION"; then
+  log "installing torch==$TORCH_VERSION (LibTorch only, no CUDA runtime wheels)"
+  .venv/bin/pip install -q --no-deps "torch==$TORCH_VERSION"
+fi
+# libtorch_cpu.so itself needs two small CUDA runtime libraries (cudart, cupti) to load.
+if ! .venv/bin/pip show nvidia-cuda-runtime nvidia-cuda-cupti >/dev/null 2>&1; then
+  .venv/bin/pip install -q --no-deps "nvidia-cuda-runtime==13.0.96.*" "nvidia-cuda-cupti==13.0.85.*"
+fi
+TORCH_ROOT=$(.venv/bin/python - <<'PY'
 import importlib.util, pathlib
 spec = importlib.util.find_spec("torch")
 print(pathlib.Path(spec.origin).parent)
 PY
 )
-  cmake_args+=(-DATELIER_TORCH_ROOT="$TORCH_ROOT")
-else
-  # Debian's LibTorch 1.13 builds the engine, the CLI and the app; the test suite's parity fixtures use
-  # dtypes (float8, uint16-64) that only the pinned 2.x wheel has, so tests build with the wheel only.
-  cmake_args+=(-DATELIER_TESTS=OFF)
-fi
+cmake_args+=(-DATELIER_TORCH_ROOT="$TORCH_ROOT")
 
 # ---- Configure and build -----------------------------------------------------------------------
 cmake -S . -B "$BUILD_DIR" "${cmake_args[@]}" ${ATELIER_CMAKE_ARGS:-} > "$BUILD_DIR.configure.log" 2>&1 \

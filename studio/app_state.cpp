@@ -2,9 +2,11 @@
 
 #include <ctime>
 #include <fstream>
-#include <regex>
 
 #include "core/atomic_file.h"
+#include "data/presets.h"
+#include "diffusion/generate.h"
+#include "studio/model_ops.h"
 
 namespace atelier {
 namespace fs = std::filesystem;
@@ -13,12 +15,6 @@ namespace {
 
 bool edited_as_text(const FieldInfo& f) {
   return f.type == "object" || f.type.rfind("list", 0) == 0;
-}
-
-std::string error_field(const std::string& message) {
-  static const std::regex re("field '([^']+)'");
-  std::smatch m;
-  return std::regex_search(message, m, re) ? m[1].str() : std::string();
 }
 
 }  // namespace
@@ -56,10 +52,12 @@ bool JobForm::validate(const JobKind& k) {
   try {
     effective = k.normalize(values);
     return true;
+  } catch (const FieldError& e) {
+    error = e.what();
+    field_errors[e.field()] = error;
+    return false;
   } catch (const std::exception& e) {
     error = e.what();
-    const std::string field = error_field(error);
-    if (!field.empty()) field_errors[field] = error;
     return false;
   }
 }
@@ -153,7 +151,7 @@ bool AppState::start_job(const JobForm& form, Owner owner, fs::path run_dir, boo
     // A resumed run continues its curves: replay what its log held before this start.
     std::vector<Event> previous;
     if (resume && fs::exists(run_dir / "log.jsonl")) previous = read_jsonl_log(run_dir / "log.jsonl");
-    const PreparedRun p = session_->start(request, check_job_inputs);
+    const PreparedRun p = session_->start(request);
     if (job_owner == Owner::Train && owner != Owner::Train) last_training = std::move(job);
     job = JobView{};
     for (const Event& e : previous) job.apply(e);
@@ -186,13 +184,7 @@ void AppState::poll() {
         show_message(job.kind + " completed: " + job.run_dir.string(), false);
         if (job_owner == Owner::Gallery && job.artifacts.count("samples")) {
           const json& c = gallery.effective;
-          std::string label = fs::path(c.value("model", "")).filename().string();
-          for (const auto& a : c.value("adapters", json::array()))
-            label += " + " + fs::path(a.get<std::string>()).stem().string();
-          label += ", " + c.value("sampler", std::string()) + " " + std::to_string(c.value("steps", 0)) +
-                   " steps, cfg " + json(c.value("cfg_scale", 0.0)).dump() + ", seed " +
-                   std::to_string(c.value("seed", 0));
-          gallery_items.push_back({job.artifacts["samples"], label, c});
+          gallery_items.push_back({job.artifacts["samples"], sample_label(from_json<SampleConfig>(c, {"kind"})), c});
           compare_b = compare_a;
           compare_a = static_cast<int>(gallery_items.size()) - 1;
         }

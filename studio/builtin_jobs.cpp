@@ -1,8 +1,8 @@
 #include "adapters/concept.h"
 #include "adapters/finetune.h"
-#include "core/probe.h"
 #include "diffusion/generate.h"
 #include "diffusion/train_base.h"
+#include "eval/train_probe.h"
 #include "studio/job_registry.h"
 
 namespace atelier {

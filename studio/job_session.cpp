@@ -72,7 +72,7 @@ void JobSession::wait() {
   if (worker_.joinable()) worker_.join();
 }
 
-PreparedRun JobSession::start(const RunRequest& request, Preflight preflight) {
+PreparedRun JobSession::start(const RunRequest& request) {
   if (busy()) fail("a job is already running; cancel it or wait for it to finish");
   PreparedRun prepared = runner_.prepare(request);  // throws on invalid input: nothing starts
   prepared.threads = threads_;
@@ -85,7 +85,7 @@ PreparedRun JobSession::start(const RunRequest& request, Preflight preflight) {
     shared_->error.clear();
     shared_->cancel.reset();
   }
-  worker_ = std::thread([this, prepared = std::move(prepared), preflight = std::move(preflight)] {
+  worker_ = std::thread([this, prepared = std::move(prepared)] {
     auto shared = shared_;
     auto push = [shared](const Event& e) {
       std::lock_guard<std::mutex> lock(shared->mutex);
@@ -95,7 +95,6 @@ PreparedRun JobSession::start(const RunRequest& request, Preflight preflight) {
     reporter.add_sink(std::make_shared<CallbackSink>(push));
     RunResult result;
     try {
-      if (preflight) preflight(prepared);
       result = runner_.run(prepared, reporter, shared->cancel);
     } catch (const std::exception& e) {
       result.status = RunResult::Status::Failed;

@@ -43,18 +43,15 @@ struct JobView {
 
 class JobSession {
  public:
-  // Runs on the worker before the job itself (e.g. adapter/base compatibility); a throw fails the job
-  // before its run folder is touched.
-  using Preflight = std::function<void(const PreparedRun&)>;
-
   explicit JobSession(const JobRegistry& registry = JobRegistry::builtin(), int threads = 0);
   ~JobSession();  // cancels a running job and waits for it
   JobSession(const JobSession&) = delete;
   JobSession& operator=(const JobSession&) = delete;
 
   // Validates on the calling thread (throws Error naming the problem: nothing starts) and runs the job on
-  // the worker. Refuses while another job runs. Returns what was started (kind, run folder).
-  PreparedRun start(const RunRequest& request, Preflight preflight = {});
+  // the worker, whose runner checks the job's input files first (a bad input fails the job before its run
+  // folder is touched). Refuses while another job runs. Returns what was started (kind, run folder).
+  PreparedRun start(const RunRequest& request);
   void cancel();
   bool busy() const;
   // Moves the events that arrived since the last call into `view`.

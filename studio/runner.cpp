@@ -4,6 +4,7 @@
 
 #include "core/atomic_file.h"
 #include "core/runtime.h"
+#include "studio/model_ops.h"
 
 namespace atelier {
 namespace fs = std::filesystem;
@@ -87,6 +88,7 @@ RunResult JobRunner::run(const PreparedRun& p, Reporter& reporter, const CancelT
     write_file_atomic(p.run_dir / "status.json", s.dump(2) + "\n");
   };
   try {
+    check_job_inputs(*p.kind, p.effective);  // before the run folder is touched
     fs::create_directories(p.run_dir);
     write_file_atomic(p.run_dir / "config.json", p.effective.dump(2) + "\n");
     reporter.add_sink(std::make_shared<JsonlSink>(p.run_dir / "log.jsonl"));

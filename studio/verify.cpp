@@ -31,8 +31,8 @@ bool has(const TensorFile& f, std::initializer_list<const char*> names) {
 
 }  // namespace
 
-std::vector<VerifyCheck> verify_model(const std::filesystem::path& model, const std::filesystem::path& reference,
-                                      double tolerance) {
+VerifyReport verify_model(const std::filesystem::path& model, const std::filesystem::path& reference,
+                          double tolerance) {
   TensorFile ref = safetensors::load(reference);
   json config = json::object();
   if (auto it = ref.metadata.find("config"); it != ref.metadata.end()) {
@@ -40,12 +40,15 @@ std::vector<VerifyCheck> verify_model(const std::filesystem::path& model, const 
     if (!config.is_object()) fail(reference.string(), ": metadata 'config' is not a JSON object");
   }
   torch::NoGradGuard no_grad;
-  std::vector<VerifyCheck> checks;
+  VerifyReport report;
+  auto& checks = report.checks;
   if (has(ref, {"latents", "timesteps", "labels", "sample"})) {
     DiTLoadOptions options;
     options.num_heads = config.value("num_heads", std::int64_t{0});
     options.input_size = config.value("input_size", std::int64_t{0});
-    DiT dit = load_dit(model, options);
+    DiTFileInfo info;
+    DiT dit = load_dit(model, options, &info);
+    report.warnings = info.warnings;
     auto out = dit->forward(ref.tensors.at("latents").to(torch::kFloat), ref.tensors.at("timesteps"),
                             ref.tensors.at("labels").to(torch::kLong));
     checks.push_back(compare("dit sample", out, ref.tensors.at("sample"), tolerance));
@@ -70,7 +73,7 @@ std::vector<VerifyCheck> verify_model(const std::filesystem::path& model, const 
          ": no known reference layout (DiT: latents, timesteps, labels, sample; VAE: image, mean, logvar and/or "
          "latent, decoded)");
   }
-  return checks;
+  return report;
 }
 
 }  // namespace atelier

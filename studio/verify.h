@@ -20,8 +20,12 @@ struct VerifyCheck {
   bool passed = false;
 };
 
+struct VerifyReport {
+  std::vector<VerifyCheck> checks;
+  std::vector<std::string> warnings;  // the loader's (e.g. diffusers DiT blocks whose embedder copies differ)
+};
+
 // Throws Error if the reference file matches no known layout or the model cannot be loaded.
-std::vector<VerifyCheck> verify_model(const std::filesystem::path& model, const std::filesystem::path& reference,
-                                      double tolerance);
+VerifyReport verify_model(const std::filesystem::path& model, const std::filesystem::path& reference, double tolerance);
 
 }  // namespace atelier

@@ -1,19 +1,9 @@
 #include "studio/workspace.h"
 
-#include <torch/torch.h>
-
 #include <algorithm>
 
-#include "adapters/adapter_file.h"
-#include "adapters/lora_files.h"
-#include "core/atomic_file.h"
-#include "core/folder_dataset.h"
-#include "core/image.h"
 #include "core/safetensors.h"
-#include "core/shapes.h"
-#include "diffusion/generate.h"
-#include "diffusion/train_base.h"
-#include "studio/runner.h"
+#include "data/folder_dataset.h"
 
 namespace atelier {
 namespace fs = std::filesystem;
@@ -56,6 +46,7 @@ ModelFileInfo read_model_file_info(const fs::path& path) {
     if (kind == "adapter") {
       info.kind = "adapter";
       info.method = meta_or(h.metadata, "adapter.method", "?");
+      info.adapter_method = enum_from_name<AdapterMethod>(info.method);
       info.base_hash = meta_or(h.metadata, "adapter.base", "");
       info.classes = json_list(h.metadata, "adapter.classes");
     } else if (kind == "dit") {
@@ -107,99 +98,6 @@ ImageFolderInfo scan_image_folder(const fs::path& root) {
   if (ds.classes().size() > 1 || (ds.classes().size() == 1 && !ds.classes()[0].empty())) info.classes = ds.classes();
   for (const auto& item : ds.items()) info.items.push_back({item.image, static_cast<int>(item.label), item.caption});
   return info;
-}
-
-const std::vector<ShapesPreset>& shapes_presets() {
-  static const std::vector<ShapesPreset> presets = {
-      {"base classes", "the 8 base shapes at any rotation, flat style, plain backgrounds", json::object()},
-      {"outline", "outline style: a target domain for adaptation", {{"styles", {"outline"}}}},
-      {"striped", "striped fills", {{"styles", {"striped"}}}},
-      {"night", "dark backgrounds, glowing shapes", {{"styles", {"night"}}}},
-      {"pixel", "pixel-art rendering", {{"styles", {"pixel"}}}},
-      {"concept glyphs", "the 5 concept glyphs used for customization", {{"glyphs", shapes::glyph_names()}}},
-      {"busy",
-       "smaller shapes on two-tone and gradient backgrounds",
-       {{"min_scale", 0.3}, {"max_scale", 0.6}, {"jitter", 0.2}, {"plain_backgrounds", false}}},
-  };
-  return presets;
-}
-
-std::vector<Image> render_shapes(const json& data, int size, int count, std::vector<std::string>* captions) {
-  const shapes::Spec spec = with_context([&] { return from_json<ShapesData>(data).spec(size); }, "Shapes data");
-  std::vector<Image> out;
-  for (int i = 0; i < count; ++i) {
-    const shapes::Attributes a = shapes::sample_attributes(spec, 0, i);
-    out.push_back(shapes::render(a, size));
-    if (captions != nullptr) captions->push_back(a.caption());
-  }
-  return out;
-}
-
-void write_shapes_folder(const json& data, int size, int count, const fs::path& folder) {
-  const shapes::Spec spec = with_context([&] { return from_json<ShapesData>(data).spec(size); }, "Shapes data");
-  for (int i = 0; i < count; ++i) {
-    int label = 0;
-    const shapes::Attributes a = shapes::sample_attributes(spec, 0, i, &label);
-    const fs::path dir = folder / spec.label_name(label);
-    fs::create_directories(dir);
-    char name[32];
-    std::snprintf(name, sizeof(name), "%05d", i);
-    save_png(dir / (std::string(name) + ".png"), shapes::render(a, size));
-    write_file_atomic(dir / (std::string(name) + ".txt"), a.caption() + "\n");
-  }
-}
-
-std::string compatibility_report(const fs::path& file, const fs::path& base) {
-  DiTModelInfo info;
-  DiT model = load_generator_model(base, &info);
-  std::string out;
-  if (is_adapter_file(file)) {
-    const ModelFileInfo a = read_model_file_info(file);
-    const std::string hash = model_hash(*model);
-    out += file.string() + ": " + a.method + " adapter\n";
-    out += a.base_hash == hash ? "  base model: matches " + base.string() + "\n"
-                               : "  base model: MISMATCH - trained for " + a.base_hash.substr(0, 12) + "..., " +
-                                     base.string() + " is " + hash.substr(0, 12) + "...\n";
-    if (a.method != "lora" && a.method != "ortho_lora") return out;
-  }
-  const LoRAWeights lora = read_lora_file(file, lora_layer_paths(*model));
-  const LoRACompatibility c = check_lora(lora, *model);
-  out += file.string() + ": " + lora_dialect_name(lora.dialect) + " LoRA, " +
-         std::to_string(lora.layers.size() + lora.unresolved.size()) + " layer(s) against " + base.string() + "\n";
-  auto section = [&](const char* title, const std::vector<std::string>& names) {
-    out += std::string("  ") + title + std::to_string(names.size()) + "\n";
-    for (const auto& n : names) out += "    " + n + "\n";
-  };
-  section("matched:    ", c.matched);
-  section("unmatched:  ", c.unmatched);
-  section("mismatched: ", c.mismatched);
-  return out;
-}
-
-void check_job_inputs(const PreparedRun& run) {
-  const json& j = run.effective;
-  auto string_at = [&](const char* key) {
-    auto it = j.find(key);
-    return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-  };
-  const std::string images = string_at("images");
-  if (!images.empty()) (void)scan_image_folder(images);  // throws naming the folder
-  auto adapters = j.find("adapters");
-  if (adapters == j.end() || !adapters->is_array() || adapters->empty()) return;
-  std::string base = string_at("model");
-  if (base.empty()) base = string_at("base");
-  if (base.empty()) return;
-  DiTModelInfo info;
-  DiT model = load_generator_model(base, &info);
-  const std::string hash = model_hash(*model);
-  for (const auto& a : *adapters) {
-    const std::string path = a.get<std::string>();
-    if (!is_adapter_file(path)) continue;  // LoRA files of other dialects are checked by the job itself
-    const ModelFileInfo f = read_model_file_info(path);
-    if (f.base_hash != hash)
-      fail(path, ": adapter for base model ", f.base_hash.substr(0, 12), "..., but ", base, " is ", hash.substr(0, 12),
-           "... (pick the base it was trained on)");
-  }
 }
 
 }  // namespace atelier

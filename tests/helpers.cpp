@@ -5,10 +5,15 @@
 
 #include <catch2/catch.hpp>
 
+#include <signal.h>
+
 #include <atomic>
+#include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include "core/atomic_file.h"
+#include "core/safetensors.h"
 
 namespace atelier::test {
 namespace fs = std::filesystem;
@@ -25,9 +30,9 @@ TempDir::~TempDir() {
   fs::remove_all(path_, ec);
 }
 
-CommandResult run_cli(const std::string& args) {
+CommandResult run_cli(const std::string& args, const std::string& cli) {
   CommandResult r;
-  std::string cmd = std::string(ATELIER_CLI) + " " + args + " 2>&1";
+  std::string cmd = cli + " " + args + " 2>&1";
   FILE* pipe = ::popen(cmd.c_str(), "r");
   if (pipe == nullptr) return r;
   char buf[4096];
@@ -97,6 +102,49 @@ nlohmann::json tiny_finetune_job(const std::filesystem::path& base, const std::s
           {"eval_per_class", 2},
           {"reference_samples", 16},
           {"probe", source_path("assets/models/probe.safetensors").string()}};
+}
+
+// Runs `job` once uninterrupted and once SIGKILLed as soon as any training checkpoint exists (rotation
+// deletes each one a few intervals later, so no single name is waited for), then resumes the killed run:
+// its `output` must equal the uninterrupted run's bit for bit.
+void check_kill_and_resume(const nlohmann::json& job_doc, const std::string& output, const std::string& cli) {
+  TempDir dir;
+  std::string job = (dir / "job.json").string();
+  write_file_atomic(job, job_doc.dump());
+  auto full = run_cli("run -q " + job + " --run-dir " + (dir / "full").string(), cli);
+  INFO(full.output);
+  REQUIRE(full.exit_code == 0);
+
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::string run_dir = (dir / "killed").string();
+    ::execl(cli.c_str(), cli.c_str(), "run", "-q", job.c_str(), "--run-dir", run_dir.c_str(), nullptr);
+    ::_exit(127);
+  }
+  const auto has_checkpoint = [&] {
+    std::error_code ec;  // the folder does not exist before the first checkpoint
+    for (const auto& e : fs::directory_iterator(dir / "killed/checkpoints", ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind("step_", 0) == 0 && e.path().extension() == ".safetensors") return true;  // not a .tmp-
+    }
+    return false;
+  };
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!has_checkpoint() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  REQUIRE(WIFSIGNALED(status));
+  REQUIRE_FALSE(fs::exists(dir / "killed" / output));
+
+  auto resumed = run_cli("run -q " + job + " --run-dir " + (dir / "killed").string() + " --resume", cli);
+  INFO(resumed.output);
+  REQUIRE(resumed.exit_code == 0);
+  auto a = safetensors::load(dir / "full" / output).tensors;
+  auto b = safetensors::load(dir / "killed" / output).tensors;
+  REQUIRE(a.size() == b.size());
+  for (const auto& [name, t] : a) CHECK(torch::equal(t, b.at(name)));
 }
 
 }  // namespace atelier::test

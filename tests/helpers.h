@@ -26,8 +26,12 @@ struct CommandResult {
   int exit_code = -1;
   std::string output;  // stdout + stderr
 };
-// Runs `atelier <args>` through the shell (args are passed verbatim).
-CommandResult run_cli(const std::string& args);
+// Runs `<cli> <args>` through the shell (args are passed verbatim); by default the `atelier` CLI.
+CommandResult run_cli(const std::string& args, const std::string& cli = ATELIER_CLI);
+
+// Runs a job file with `cli` once uninterrupted and once SIGKILLed as soon as any training checkpoint
+// exists, then resumes the killed run: its `output` file must equal the uninterrupted run's bit for bit.
+void check_kill_and_resume(const nlohmann::json& job, const std::string& output, const std::string& cli = ATELIER_CLI);
 
 // Writes `job` to <dir>/<name>.json and runs it with `atelier run -q` into <dir>/<name>.
 CommandResult run_job_file(const TempDir& dir, const nlohmann::json& job, const std::string& name);

@@ -6,8 +6,10 @@
 #include <thread>
 
 #include "core/error.h"
+#include "data/presets.h"
 #include "studio/app_state.h"
 #include "studio/job_session.h"
+#include "studio/model_ops.h"
 #include "studio/workspace.h"
 #include "tests/helpers.h"
 
@@ -113,6 +115,7 @@ TEST_CASE("Inputs are checked before a job starts: adapters of another base, emp
   const ModelFileInfo info = read_model_file_info(adapter);
   CHECK(info.kind == "adapter");
   CHECK(info.method == "difffit");
+  CHECK(info.adapter_method == AdapterMethod::DiffFit);
   CHECK(info.classes == std::vector<std::string>{"circle", "square"});
   CHECK(read_model_file_info(base0).kind == "dit");
   CHECK_FALSE(read_model_file_info(dir / "tune" / "config.json").error.empty());
@@ -125,7 +128,7 @@ TEST_CASE("Inputs are checked before a job starts: adapters of another base, emp
                    {},
                    dir / "wrong",
                    false};
-  session.start(wrong, check_job_inputs);
+  session.start(wrong);  // the runner checks the inputs first
   JobView view = poll_until(session, JobView{}, [](const JobView& v) { return v.state != JobState::Running; });
   CHECK(view.state == JobState::Failed);
   CHECK_THAT(view.error, Catch::Contains(adapter.string()) && Catch::Contains("adapter for base model"));

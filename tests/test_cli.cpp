@@ -94,6 +94,20 @@ TEST_CASE("verify reproduces reference outputs of converted checkpoints", "[cli]
   CHECK(wrong.output.find("atelier: error:") != std::string::npos);
 }
 
+TEST_CASE("verify prints the loader's warnings: a diffusers DiT whose per-block embedder copies differ", "[cli]") {
+  test::TempDir dir("atelier-verify-warn");
+  const auto dit = test::source_path("tests/fixtures/dit/");
+  TensorFile f = safetensors::load(dit / "weights_diffusers.safetensors");
+  const std::string key = "transformer_blocks.1.norm1.emb.timestep_embedder.linear_1.weight";
+  REQUIRE(f.tensors.count(key) == 1);
+  f.tensors[key] = f.tensors[key] + 1;
+  safetensors::save(dir / "edited.safetensors", f.tensors, f.metadata);
+  auto r = test::run_cli("verify " + (dir / "edited.safetensors").string() + " " + (dit / "io.safetensors").string());
+  INFO(r.output);
+  CHECK(r.exit_code == 0);  // block 0's copy is used, so the outputs still reproduce
+  CHECK_THAT(r.output, Catch::Contains("atelier: warning:") && Catch::Contains("transformer_blocks 1 differ"));
+}
+
 TEST_CASE("atelier shapes writes a preset as a folder dataset (the Data panel's Write folder)", "[cli][app]") {
   test::TempDir dir("atelier-shapes-cli");
   const std::string out = (dir / "night").string();

@@ -1,8 +1,8 @@
 #include <catch2/catch.hpp>
 
 #include "core/atomic_file.h"
-#include "core/folder_dataset.h"
 #include "core/image.h"
+#include "data/folder_dataset.h"
 #include "tests/helpers.h"
 
 using namespace atelier;

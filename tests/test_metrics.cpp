@@ -1,8 +1,8 @@
 #include <catch2/catch.hpp>
 
-#include "core/metrics.h"
 #include "core/rng.h"
-#include "core/shapes.h"
+#include "data/shapes.h"
+#include "eval/metrics.h"
 
 using namespace atelier;
 

@@ -8,8 +8,8 @@
 #include "core/atomic_file.h"
 #include "core/image.h"
 #include "core/safetensors.h"
-#include "core/shapes.h"
 #include "core/training_state.h"
+#include "data/shapes.h"
 #include "diffusion/dit.h"
 #include "helpers.h"
 
@@ -98,7 +98,7 @@ TEST_CASE("ortho_lora and lora concept jobs, then merge: one model with every co
   const auto bolt = train_concept("ortho_lora", "bolt", 1);
   const auto key = train_concept("lora", "key", 0);
   const AdapterFile a = load_adapter(spiral);
-  CHECK(a.info.method == "ortho_lora");
+  CHECK(a.info.method == AdapterMethod::OrthoLoRA);
   CHECK(a.info.settings["ortho"]["first"] == 0);
   CHECK(a.tensors.count("concept.embedding") == 1);
   CHECK(load_json_file(dir / "spiral/metrics.json").contains("feature_cosine"));

@@ -172,44 +172,10 @@ TEST_CASE("a cancelled job resumes to the same weights as an uninterrupted run",
   CHECK(no_temp_files(dir.path()));
 }
 
-// Runs `job` once uninterrupted and once SIGKILLed as soon as `checkpoint` exists, then resumes the
-// killed run: its `output` must equal the uninterrupted run's bit for bit.
-static void check_kill_and_resume(const json& job_doc, const std::string& checkpoint, const std::string& output) {
-  test::TempDir dir;
-  std::string job = (dir / "job.json").string();
-  write_file_atomic(job, job_doc.dump());
-  auto full = test::run_cli("run -q " + job + " --run-dir " + (dir / "full").string());
-  INFO(full.output);
-  REQUIRE(full.exit_code == 0);
-
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    std::string run_dir = (dir / "killed").string();
-    ::execl(ATELIER_CLI, ATELIER_CLI, "run", "-q", job.c_str(), "--run-dir", run_dir.c_str(), nullptr);
-    ::_exit(127);
-  }
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!fs::exists(dir / "killed/checkpoints" / checkpoint) && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  ::kill(pid, SIGKILL);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  REQUIRE(WIFSIGNALED(status));
-  REQUIRE_FALSE(fs::exists(dir / "killed" / output));
-
-  auto resumed = test::run_cli("run -q " + job + " --run-dir " + (dir / "killed").string() + " --resume");
-  INFO(resumed.output);
-  REQUIRE(resumed.exit_code == 0);
-  auto a = safetensors::load(dir / "full" / output).tensors;
-  auto b = safetensors::load(dir / "killed" / output).tensors;
-  REQUIRE(a.size() == b.size());
-  for (const auto& [name, t] : a) CHECK(torch::equal(t, b.at(name)));
-}
-
 TEST_CASE("SIGKILL during training, then --resume, ends with the uninterrupted weights", "[runner][resume][cli]") {
   json j = tiny_probe_job();
   j["steps"] = 120;
-  check_kill_and_resume(j, "step_00000004.safetensors", "probe.safetensors");
+  test::check_kill_and_resume(j, "probe.safetensors");
 }
 
 TEST_CASE("train_base: SIGKILL, then --resume, ends with the uninterrupted weights", "[runner][resume][cli]") {
@@ -220,7 +186,7 @@ TEST_CASE("train_base: SIGKILL, then --resume, ends with the uninterrupted weigh
             {"warmup", 5},          {"checkpoint_every", 3},
             {"val_every", 1000},    {"sample_every", 1000},
             {"sample_steps", 2},    {"classes", {"circle", "square"}}};
-  check_kill_and_resume(j, "step_00000006.safetensors", "model.safetensors");
+  test::check_kill_and_resume(j, "model.safetensors");
 }
 
 TEST_CASE("difffit: SIGKILL, then --resume, ends with the uninterrupted adapter", "[runner][resume][cli]") {
@@ -238,7 +204,7 @@ TEST_CASE("difffit: SIGKILL, then --resume, ends with the uninterrupted adapter"
             {"sample_steps", 2},
             {"eval_per_class", 1},
             {"probe", ""}};
-  check_kill_and_resume(j, "step_00000006.safetensors", "adapter.safetensors");
+  test::check_kill_and_resume(j, "adapter.safetensors");
 }
 
 TEST_CASE("ortho_lora: SIGKILL, then --resume, ends with the uninterrupted adapter", "[runner][resume][cli]") {
@@ -250,5 +216,5 @@ TEST_CASE("ortho_lora: SIGKILL, then --resume, ends with the uninterrupted adapt
             {"batch", 4},           {"checkpoint_every", 3},
             {"sample_every", 1000}, {"sample_steps", 2},
             {"probe", ""}};
-  check_kill_and_resume(j, "step_00000006.safetensors", "adapter.safetensors");
+  test::check_kill_and_resume(j, "adapter.safetensors");
 }

@@ -1,7 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include "core/image.h"
-#include "core/shapes.h"
+#include "data/shapes.h"
 #include "tests/helpers.h"
 
 using namespace atelier;

@@ -6,26 +6,22 @@
 #include <cstdio>
 #include <iostream>
 
-#include "adapters/finetune.h"
-#include "adapters/lora_files.h"
 #include "core/image.h"
 #include "core/safetensors.h"
 #include "core/tensor_io.h"
-#include "core/torch_zip.h"
-#include "core/training_state.h"
-#include "diffusion/generate.h"
+#include "data/presets.h"
+#include "studio/model_ops.h"
 #include "studio/runner.h"
 #include "studio/verify.h"
-#include "studio/workspace.h"
 
 namespace atelier::cli {
 
-int run_job(const RunArgs& args, const CancelToken& cancel) {
+int run_job(const RunArgs& args, const JobRegistry& registry, const CancelToken& cancel) {
   RunRequest request = load_job_file(args.job_file);
   request.overrides = args.overrides;
   request.resume = args.resume;
   request.run_dir = args.run_dir;
-  JobRunner runner;
+  JobRunner runner(registry);
   PreparedRun prepared = runner.prepare(request);
   Reporter reporter;
   reporter.add_sink(std::make_shared<TtySink>(stderr, args.quiet));
@@ -38,8 +34,7 @@ int run_job(const RunArgs& args, const CancelToken& cancel) {
   return 1;
 }
 
-int list_jobs(const std::string& kind, bool as_json) {
-  const auto& reg = JobRegistry::builtin();
+int list_jobs(const JobRegistry& reg, const std::string& kind, bool as_json) {
   json all = json::array();
   for (const auto& k : reg.kinds()) {
     if (!kind.empty() && k.name != kind) continue;
@@ -48,6 +43,7 @@ int list_jobs(const std::string& kind, bool as_json) {
       json fj = {{"name", f.name}, {"type", f.type}, {"default", f.default_value}, {"help", f.help}};
       if (f.range) fj["range"] = {f.range->min, f.range->max};
       if (!f.choices.empty()) fj["choices"] = f.choices;
+      if (f.input) fj["input"] = true;
       fields.push_back(fj);
     }
     all.push_back({{"kind", k.name}, {"help", k.help}, {"fields", fields}});
@@ -130,7 +126,9 @@ int inspect(const std::string& file, bool as_json) {
 
 int verify(const std::string& model, const std::string& reference, double tolerance) {
   bool ok = true;
-  for (const auto& c : verify_model(model, reference, tolerance)) {
+  const VerifyReport report = verify_model(model, reference, tolerance);
+  for (const auto& w : report.warnings) std::fprintf(stderr, "atelier: warning: %s\n", w.c_str());
+  for (const auto& c : report.checks) {
     std::printf("%-12s max |diff| %.3g (%.3g of scale %.3g, tolerance %.3g): %s\n", c.name.c_str(), c.max_abs,
                 c.max_abs / c.scale, c.scale, tolerance, c.passed ? "ok" : "MISMATCH");
     ok = ok && c.passed;
@@ -164,67 +162,34 @@ int convert(const std::string& in, const std::string& out, const std::string& se
 
 int fold(const std::string& base, const std::vector<std::string>& adapters, const std::vector<double>& weights,
          const std::string& out) {
-  DiTModelInfo info;
-  std::vector<std::pair<LoRA, double>> loras;
-  DiT model = load_adapted_model(base, adapters, weights, &info, &loras);
-  DiT plain(model->config());
-  load_module_tensors(*plain, folded_tensors(model, loras), "", "folded model");
-  json config = {{"base", base}, {"adapters", adapters}, {"adapter_weights", weights}};
-  save_dit_model(out, plain, info, config);
-  std::printf("wrote %s: %s + %zu adapter(s), %zu classes\n", out.c_str(), base.c_str(), adapters.size(),
-              info.class_names.size());
+  const std::size_t classes = fold_to_file(base, adapters, weights, out);
+  std::printf("wrote %s: %s + %zu adapter(s), %zu classes\n", out.c_str(), base.c_str(), adapters.size(), classes);
   return 0;
 }
 
 int lora_report(const std::string& file, const std::string& base, bool as_json) {
-  if (!as_json) {
+  if (as_json)
+    std::cout << lora_compatibility(file, base).dump(2) << "\n";
+  else
     std::fputs(compatibility_report(file, base).c_str(), stdout);
-    return 0;
-  }
-  DiTModelInfo info;
-  DiT model = load_generator_model(base, &info);
-  const LoRAWeights lora = read_lora_file(file, lora_layer_paths(*model));
-  const LoRACompatibility c = check_lora(lora, *model);
-  std::cout << json{{"file", file},
-                    {"base", base},
-                    {"dialect", lora_dialect_name(lora.dialect)},
-                    {"matched", c.matched},
-                    {"unmatched", c.unmatched},
-                    {"mismatched", c.mismatched}}
-                   .dump(2)
-            << "\n";
   return 0;
 }
 
 int convert_lora(const std::string& in, const std::string& out, const std::string& dialect, const std::string& base) {
-  const LoRADialect to = lora_dialect_by_name(dialect);
-  DiTModelInfo info;
-  DiT model = load_generator_model(base, &info);
-  LoRAWeights lora = read_lora_file(in, lora_layer_paths(*model));
-  to_lora(lora, *model, in);  // refuses files that do not fit the base
-  AdapterInfo a = lora.atelier;
-  a.base_hash = model_hash(*model);
-  if (a.classes.empty()) a.classes = info.class_names;
-  if (a.settings.is_null() || a.settings.empty()) a.settings = {{"input_size", model->config().input_size}};
-  write_lora_file(out, lora, to, a);
-  std::printf("wrote %s: %s LoRA, %zu layers (from %s)\n", out.c_str(), dialect.c_str(), lora.layers.size(),
-              lora_dialect_name(lora.dialect));
+  const LoRAConversion c = convert_lora_file(in, out, dialect, base);
+  std::printf("wrote %s: %s LoRA, %zu layers (from %s)\n", out.c_str(), dialect.c_str(), c.layers,
+              c.from_dialect.c_str());
   return 0;
 }
 
 int write_shapes(const std::string& preset, int count, int size, const std::string& folder) {
-  const auto& presets = shapes_presets();
-  auto it = std::find_if(presets.begin(), presets.end(), [&](const ShapesPreset& p) { return p.name == preset; });
-  if (it == presets.end()) {
-    std::string names;
-    for (const auto& p : presets) names += "\n  " + p.name + ": " + p.help;
-    if (preset == "list") {
-      std::printf("Shapes presets:%s\n", names.c_str());
-      return 0;
-    }
-    fail("--preset: unknown preset '", preset, "'; known:", names);
+  if (preset == "list") {
+    std::printf("Shapes presets:\n");
+    for (const auto& p : shapes_presets()) std::printf("  %s: %s\n", p.name.c_str(), p.help.c_str());
+    return 0;
   }
-  write_shapes_folder(it->data, size, count, folder);
+  const ShapesPreset& p = with_context([&]() -> const ShapesPreset& { return shapes_preset(preset); }, "--preset");
+  write_shapes_folder(p.data, size, count, folder);
   std::printf("wrote %d %dx%d images (%s) to %s\n", count, size, size, preset.c_str(), folder.c_str());
   return 0;
 }

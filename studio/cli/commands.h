@@ -1,11 +1,18 @@
-// `atelier` subcommands. Each returns the process exit code (see main.cpp for the table).
+// `atelier` subcommands. Each returns the process exit code (see cli.cpp for the table).
 #pragma once
 #include <string>
 #include <vector>
 
 #include "core/job.h"
 
+namespace atelier {
+class JobRegistry;
+}
+
 namespace atelier::cli {
+
+// The whole command line (`atelier run|jobs|inspect|...`) over the job kinds of `registry`.
+int main(int argc, char** argv, const JobRegistry& registry);
 
 struct RunArgs {
   std::string job_file;
@@ -14,15 +21,15 @@ struct RunArgs {
   bool resume = false;
   bool quiet = false;
 };
-int run_job(const RunArgs& args, const CancelToken& cancel);
-int list_jobs(const std::string& kind, bool as_json);
+int run_job(const RunArgs& args, const JobRegistry& registry, const CancelToken& cancel);
+int list_jobs(const JobRegistry& registry, const std::string& kind, bool as_json);
 int inspect(const std::string& file, bool as_json);
 // Compatibility report of a LoRA file (any dialect) against a base model.
 int lora_report(const std::string& file, const std::string& base, bool as_json);
 int convert_lora(const std::string& in, const std::string& out, const std::string& dialect, const std::string& base);
 int verify(const std::string& model, const std::string& reference, double tolerance);
 int convert(const std::string& in, const std::string& out, const std::string& select, const std::string& dtype);
-// Shapes images of a preset (studio/workspace.h) as a folder dataset.
+// Shapes images of a preset (data/presets.h) as a folder dataset.
 int write_shapes(const std::string& preset, int count, int size, const std::string& folder);
 int fold(const std::string& base, const std::vector<std::string>& adapters, const std::vector<double>& weights,
          const std::string& out);

@@ -10,7 +10,9 @@
 #include <string>
 
 #include "core/pixels.h"
+#include "data/presets.h"
 #include "studio/app_state.h"
+#include "studio/model_ops.h"
 
 namespace atelier::gui {
 

@@ -11,7 +11,7 @@ void draw_merge_panel(AppState& app, Ui& ui) {
   // Adapters found in the workspace: click to add to the merge.
   if (ImGui::BeginCombo("add adapter", "pick a concept adapter...")) {
     for (const auto& m : app.models) {
-      if (m.kind != "adapter" || (m.method != "lora" && m.method != "ortho_lora")) continue;
+      if (!m.adapter_method || !carries_lora(*m.adapter_method)) continue;
       const std::string label = m.path.string() + "  (" + m.method + ")";
       if (ImGui::Selectable(label.c_str())) {
         json list = json::parse(app.merge.json_text["adapters"], nullptr, false);

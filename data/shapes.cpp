@@ -1,4 +1,4 @@
-#include "core/shapes.h"
+#include "data/shapes.h"
 
 #include <ATen/Parallel.h>
 #include <torch/torch.h>

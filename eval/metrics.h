@@ -2,7 +2,7 @@
 #pragma once
 #include <torch/torch.h>
 
-#include "core/probe.h"
+#include "eval/probe.h"
 
 namespace atelier {
 

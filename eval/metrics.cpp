@@ -1,4 +1,4 @@
-#include "core/metrics.h"
+#include "eval/metrics.h"
 
 #include "core/error.h"
 

@@ -1,4 +1,4 @@
-#include "core/folder_dataset.h"
+#include "data/folder_dataset.h"
 
 #include <torch/torch.h>
 

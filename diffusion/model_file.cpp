@@ -1,0 +1,59 @@
+#include "diffusion/model_file.h"
+
+#include "core/safetensors.h"
+#include "core/tensor_io.h"
+#include "core/training_state.h"
+#include "diffusion/dit_keys.h"
+
+namespace atelier {
+
+void save_dit_model(const std::filesystem::path& path, DiT& model, const DiTModelInfo& info, const json& config) {
+  Metadata meta = {{"atelier.kind", "dit"},
+                   {"dit.config", to_json(info.dit).dump()},
+                   {"diffusion.schedule", info.schedule},
+                   {"diffusion.prediction", info.prediction},
+                   {"diffusion.num_train_timesteps", std::to_string(info.num_train_timesteps)},
+                   {"classes", json(info.class_names).dump()},
+                   {"data", info.data.dump()},
+                   {"atelier.config", config.dump()}};
+  safetensors::save(path, module_tensors(*model), meta);
+}
+
+DiT load_dit_model(const std::filesystem::path& path, DiTModelInfo* info) {
+  TensorFile f = safetensors::load(path);
+  auto get = [&](const std::string& key) -> const std::string& {
+    auto it = f.metadata.find(key);
+    if (it == f.metadata.end()) fail(path.string(), ": not an Atelier DiT model (metadata '", key, "' missing)");
+    return it->second;
+  };
+  DiTModelInfo i;
+  i.dit =
+      with_context([&] { return from_json<DiTConfig>(json::parse(get("dit.config"))); }, path.string(), ": dit.config");
+  i.schedule = get("diffusion.schedule");
+  i.prediction = get("diffusion.prediction");
+  i.num_train_timesteps = std::stoll(get("diffusion.num_train_timesteps"));
+  i.class_names = json::parse(get("classes")).get<std::vector<std::string>>();
+  i.data = json::parse(get("data"), nullptr, false);
+  DiT model(i.dit);
+  load_module_tensors(*model, f.tensors, "", path.string());
+  model->eval();
+  if (info != nullptr) *info = std::move(i);
+  return model;
+}
+
+DiT load_generator_model(const std::filesystem::path& path, DiTModelInfo* info) {
+  if (detect_format(path) == FileFormat::Safetensors) {
+    const safetensors::Reader reader(path);
+    const auto& meta = reader.header().metadata;
+    if (meta.count("dit.config") != 0 && meta.count("classes") != 0) return load_dit_model(path, info);
+  }
+  DiTFileInfo file;
+  DiT model = load_dit(path, {}, &file);
+  DiTModelInfo i;
+  i.dit = file.config;
+  for (std::int64_t k = 0; k < i.dit.num_classes; ++k) i.class_names.push_back(std::to_string(k));
+  if (info != nullptr) *info = std::move(i);
+  return model;
+}
+
+}  // namespace atelier
