@@ -16,9 +16,9 @@ void save_adapter(const std::filesystem::path& path, const TensorMap& tensors, c
   Metadata meta = {{"atelier.kind", "adapter"},
                    {"adapter.method", enum_name(info.method)},
                    {"adapter.base", info.base_hash},
-                   {"adapter.classes", json(info.classes).dump()},
-                   {"adapter.settings", info.settings.dump()},
-                   {"atelier.config", info.config.dump()}};
+                   {"adapter.classes", json_text(info.classes)},
+                   {"adapter.settings", json_text(info.settings)},
+                   {"atelier.config", json_text(info.config)}};
   safetensors::save(path, tensors, meta);
 }
 
@@ -44,9 +44,10 @@ AdapterFile load_adapter(const std::filesystem::path& path) {
   a.info.base_hash = get("adapter.base");
   with_context(
       [&] {
-        a.info.classes = json::parse(get("adapter.classes")).get<std::vector<std::string>>();
-        a.info.settings = json::parse(get("adapter.settings"));
-        a.info.config = json::parse(get("atelier.config"));
+        auto parse = [&](const std::string& key) { return parse_json(get(key), "metadata '" + key + "'"); };
+        a.info.classes = string_list(parse("adapter.classes"), "metadata 'adapter.classes'");
+        a.info.settings = parse("adapter.settings");
+        a.info.config = parse("atelier.config");
       },
       path.string(), ": adapter metadata");
   a.tensors = std::move(f.tensors);

@@ -20,7 +20,8 @@ namespace {
 std::string concept_name(const ConceptConfig& c) {
   if (!c.token.empty()) return c.token;
   if (c.images.empty()) return c.glyph;
-  return std::filesystem::path(c.images).lexically_normal().filename().string();
+  // A folder name is bytes; the token name goes into JSON metadata, so what is not UTF-8 is escaped.
+  return printable(std::filesystem::path(c.images).lexically_normal().filename().string(), false);
 }
 
 // Real images of a concept (its references for the identity metric, and its training data).
@@ -118,9 +119,9 @@ struct ConceptTensors {
 };
 
 // The concept's LoRA on the target layers: ortho_lora's down-projections are the concept's columns of the
-// shared orthogonal basis (recorded in `settings`), plain LoRA's are initialised as LoRA does.
-LoRA concept_lora(DiT& model, const ConceptConfig& c, bool ortho, json& settings) {
-  if (!ortho) return LoRA::create(*model, c.targets, {c.rank, c.alpha, 0.0});
+// shared orthogonal basis (recorded in `settings`), plain LoRA's are drawn from the job's generator.
+LoRA concept_lora(DiT& model, const ConceptConfig& c, bool ortho, Rng& init_rng, json& settings) {
+  if (!ortho) return LoRA::create(*model, c.targets, {c.rank, c.alpha, 0.0}, &init_rng);
   const OrthoAllocation a{static_cast<std::uint64_t>(c.ortho_seed), c.ortho_slot * c.rank, c.rank};
   settings["ortho"] = {{"seed", a.seed}, {"first", a.first}, {"rank", a.rank}};
   return create_ortho_lora(*model, c.targets, a, c.alpha);
@@ -163,7 +164,7 @@ void concept_job(const ConceptConfig& c, JobContext& ctx, AdapterMethod method) 
   info.dit = model->config();
   model->to(device);
   for (auto& p : model->parameters()) p.set_requires_grad(false);
-  LoRA lora = concept_lora(model, c, ortho, settings);
+  LoRA lora = concept_lora(model, c, ortho, init_rng, settings);
   lora.attach(model->hooks(), *model);
   ConceptTensors trained(model, lora, label);
   TensorSet train_set(trained.named, false);
@@ -187,7 +188,7 @@ void concept_job(const ConceptConfig& c, JobContext& ctx, AdapterMethod method) 
     torch::NoGradGuard no_grad;
     model->eval();
     save_class_grid(model, info, 4, c.preview.sample_steps, c.preview.cfg_scale, static_cast<std::uint64_t>(c.seed) + 3,
-                    ctx.path(file), title);
+                    ctx.path(file), title, &ctx.cancel);
     ctx.report.artifact(file, ctx.path(file));
     model->train();
   };
@@ -267,7 +268,7 @@ void merge_job(const MergeConfig& c, JobContext& ctx) {
   grid.row_labels = concepts.class_names;
   grid.scale = std::max<int>(1, 64 / static_cast<int>(images.size(-1)));
   grid.title = "merged: " + std::to_string(c.adapters.size()) + " concepts";
-  save_png(ctx.path("preview.png"), make_grid(images, grid), {{"atelier.config", to_json(c).dump()}});
+  save_png(ctx.path("preview.png"), make_grid(images, grid), {{"atelier.config", json_text(to_json(c))}});
   ctx.report.artifact("preview", ctx.path("preview.png"));
 
   json metrics = {{"merge_seconds", merge_s}, {"concepts", json::array()}};

@@ -51,11 +51,11 @@ struct ConceptConfig {
     train.fields(v);
     v("lr", lr, "AdamW learning rate of the LoRA factors", Range{0, 1});
     v("token_lr", token_lr, "AdamW learning rate of the concept's token (label row)", Range{0, 10});
-    v("seed", seed, "seed of the token init, noise, timesteps and label dropout", Range{0, 9e15});
+    v("seed", seed, "seed of the token and LoRA init, noise, timesteps and label dropout", Range{0, 9e15});
     preview.fields(v);
     v("eval_samples", eval_samples, "concept samples for the identity metrics", Range{1, 4096});
     v("probe", probe, "Shapes probe for identity metrics (empty: none)", Input::File);
-    v("output", output, "adapter file written in the run folder");
+    v("output", output, "adapter file written in the run folder", OutputFile{".safetensors"});
     v("device", device, "auto (CUDA when present), cpu, cuda or cuda:N");
   }
 };
@@ -90,7 +90,7 @@ struct MergeConfig {
     v("seed", seed, "seed of the preview noise", Range{0, 9e15});
     v("eval_samples", eval_samples, "samples per concept for the identity metrics", Range{1, 4096});
     v("probe", probe, "Shapes probe for identity metrics (empty: none)", Input::File);
-    v("output", output, "merged model written in the run folder");
+    v("output", output, "merged model written in the run folder", OutputFile{".safetensors"});
     v("device", device, "auto (CUDA when present), cpu, cuda or cuda:N");
   }
 };

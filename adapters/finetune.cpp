@@ -46,7 +46,7 @@ DiT load_base(const FineTuneConfig& c, DiTModelInfo& info) {
 
 // Points the base at the target domain: the training size (positional grid scaled to the base's) and
 // a label table re-targeted to the domain's classes. Returns the domain's Shapes spec.
-shapes::Spec retarget(DiT& model, DiTModelInfo& info, const FineTuneConfig& c, JobContext& ctx) {
+shapes::Spec retarget(DiT& model, DiTModelInfo& info, const FineTuneConfig& c, Rng& init_rng, JobContext& ctx) {
   const std::int64_t base_size = model->config().input_size;
   const std::int64_t size = c.image_size > 0 ? c.image_size : base_size;
   const shapes::Spec spec = c.data.spec(static_cast<int>(size));
@@ -57,7 +57,6 @@ shapes::Spec retarget(DiT& model, DiTModelInfo& info, const FineTuneConfig& c, J
     ctx.report.info("resolution adaptation: " + std::to_string(base_size) + " -> " + std::to_string(size) +
                     " (positional grid scaled to the base's)");
   }
-  Rng init_rng(static_cast<std::uint64_t>(c.seed));
   const auto classes = shapes_class_names(spec);
   retarget_labels(model, info.class_names, classes, init_rng);
   info.class_names = classes;
@@ -186,7 +185,7 @@ class Evaluator {
   Evaluation run(DiT& model, const DiTModelInfo& info, const std::string& file, const std::string& title,
                  JobContext& ctx) {
     auto images = save_class_grid(model, info, c_.eval_per_class, c_.preview.sample_steps, c_.preview.cfg_scale,
-                                  static_cast<std::uint64_t>(c_.seed) + 5, ctx.path(file), title);
+                                  static_cast<std::uint64_t>(c_.seed) + 5, ctx.path(file), title, &ctx.cancel);
     ctx.report.artifact(file, ctx.path(file));
     if (!probe_) return {};
     return {probe_accuracy(*probe_, images, torch::tensor(labels_, torch::kLong)),
@@ -250,12 +249,15 @@ DiT load_adapted_model(const std::string& base, const std::vector<std::string>& 
 void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
   // Config -> build: the base pointed at the target domain, the method's trainable tensors.
   const torch::Device device = select_device(c.device);
+  if (c.fold && c.output == "model.safetensors")
+    fail_field("output", "'model.safetensors' is where \"fold\" writes the folded model; name the adapter otherwise");
   DiTModelInfo info;
   DiT model = load_base(c, info);
   const std::string base_hash = c.dry_run ? std::string() : model_hash(*model);
-  const shapes::Spec spec = retarget(model, info, c, ctx);
+  Rng init_rng(static_cast<std::uint64_t>(c.seed));  // new label rows, then LoRA's down-projections
+  const shapes::Spec spec = retarget(model, info, c, init_rng, ctx);
   model->to(device);
-  Tuning tuning = prepare_tuning(model, c.tune);
+  Tuning tuning = prepare_tuning(model, c.tune, &init_rng);
   info.dit = model->config();
   const json counts = report_trainable(model, tuning, c, ctx);
   if (c.dry_run) {
@@ -298,7 +300,8 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
   loop.every(c.preview.sample_every, [&](std::int64_t done) {
     trained.with_ema(model, [&] {
       save_class_grid(model, info, 4, c.preview.sample_steps, c.preview.cfg_scale,
-                      static_cast<std::uint64_t>(c.seed) + 3, ctx.path("preview.png"), "step " + std::to_string(done));
+                      static_cast<std::uint64_t>(c.seed) + 3, ctx.path("preview.png"), "step " + std::to_string(done),
+                      &ctx.cancel);
     });
     ctx.report.artifact("preview", ctx.path("preview.png"));
     write_adapter();

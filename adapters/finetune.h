@@ -44,12 +44,12 @@ struct FineTuneConfig {
     v("lr", lr, "AdamW learning rate of full fine-tuning", Range{0, 1});
     v("lr_scale", lr_scale, "learning-rate factor of DiffFit/BitFit/LoRA tensors (DiffFit: 10)", Range{0, 1e4});
     v("ema_decay", ema_decay, "EMA decay of the trained tensors (the adapter holds the EMA)", Range{0, 1});
-    v("seed", seed, "seed of new label rows, noise, timesteps and label dropout", Range{0, 9e15});
+    v("seed", seed, "seed of new label rows, LoRA init, noise, timesteps and label dropout", Range{0, 9e15});
     preview.fields(v);
     v("eval_per_class", eval_per_class, "samples per class for the before/after metrics", Range{1, 4096});
     v("probe", probe, "Shapes probe for metrics (empty: none)", Input::File);
     v("reference_samples", reference_samples, "real test-split images for FD-shapes", Range{16, 1e6});
-    v("output", output, "adapter file written in the run folder");
+    v("output", output, "adapter file written in the run folder", OutputFile{".safetensors"});
     v("fold", fold, "also write model.safetensors: the base with the adapter folded in");
     v("dry_run", dry_run, "report the trainable parameters and stop");
     v("device", device, "auto (CUDA when present), cpu, cuda or cuda:N");

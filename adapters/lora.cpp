@@ -99,7 +99,8 @@ torch::Tensor LoRALayerImpl::weight_delta() const {
   return scale * flat.view({up.size(0), down.size(1), down.size(2), down.size(3)});
 }
 
-LoRA LoRA::create(torch::nn::Module& model, const std::vector<std::string>& patterns, const LoRAOptions& options) {
+LoRA LoRA::create(torch::nn::Module& model, const std::vector<std::string>& patterns, const LoRAOptions& options,
+                  Rng* init) {
   LoRA lora;
   lora.options_ = options;
   for (auto& item : model.named_modules("", /*include_self=*/false)) {
@@ -109,6 +110,12 @@ LoRA LoRA::create(torch::nn::Module& model, const std::vector<std::string>& patt
       if (matches_target(item.key(), p)) {
         lora.paths_.push_back(item.key());
         lora.layers_.push_back(LoRALayer(m, options, item.key()));
+        if (init != nullptr) {
+          torch::NoGradGuard no_grad;
+          auto& down = lora.layers_.back()->down;
+          const double bound = 1.0 / std::sqrt(static_cast<double>(down[0].numel()));  // fan_in = in * kh * kw
+          down.copy_((init->rand(down.sizes()) * 2 - 1) * bound);
+        }
         break;
       }
   }

@@ -17,6 +17,7 @@
 
 #include "core/config.h"
 #include "core/layer_hooks.h"
+#include "core/rng.h"
 #include "core/tensor_map.h"
 
 namespace atelier {
@@ -52,8 +53,11 @@ bool matches_target(const std::string& path, const std::string& pattern);
 
 class LoRA {
  public:
-  // One layer per Linear/Conv2d of `model` whose path matches any pattern; Error when none matches.
-  static LoRA create(torch::nn::Module& model, const std::vector<std::string>& patterns, const LoRAOptions& options);
+  // One layer per Linear/Conv2d of `model` whose path matches any pattern; Error when none matches. The
+  // down-projections are drawn from `init` (Kaiming-uniform, a = sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in)))
+  // so a seeded job is reproducible; without it, from LibTorch's global generator.
+  static LoRA create(torch::nn::Module& model, const std::vector<std::string>& patterns, const LoRAOptions& options,
+                     Rng* init = nullptr);
 
   const std::vector<std::string>& paths() const { return paths_; }
   const std::vector<LoRALayer>& layers() const { return layers_; }

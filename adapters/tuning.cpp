@@ -84,7 +84,7 @@ TensorMap Tuning::adapter_tensors() const {
   return out;
 }
 
-Tuning prepare_tuning(DiT& model, const TuneSettings& s) {
+Tuning prepare_tuning(DiT& model, const TuneSettings& s, Rng* init) {
   Tuning tuning;
   tuning.method = s.method;
   tuning.settings = {{"method", enum_name(s.method)}, {"input_size", model->config().input_size}};
@@ -95,7 +95,7 @@ Tuning prepare_tuning(DiT& model, const TuneSettings& s) {
     tuning.settings["gamma_blocks"] = blocks;
     tuning.settings["gamma_branches"] = s.gamma_branches;
   } else if (s.method == TuneMethod::LoRA) {
-    tuning.lora = LoRA::create(*model, s.lora_targets, {s.lora_rank, s.lora_alpha, 0.0});
+    tuning.lora = LoRA::create(*model, s.lora_targets, {s.lora_rank, s.lora_alpha, 0.0}, init);
     tuning.lora->attach(model->hooks(), *model);
     tuning.settings["lora_rank"] = s.lora_rank;
     tuning.settings["lora_alpha"] = s.lora_alpha;

@@ -70,7 +70,8 @@ struct Tuning {
 
 // Freezes `model`, adds what the method needs (gammas, LoRA attached to the model's hooks) and marks the
 // method's tensors trainable. Step-0 outputs equal the model's before the call bit for bit.
-Tuning prepare_tuning(DiT& model, const TuneSettings& settings);
+// LoRA's down-projections are drawn from `init` (the job's seeded generator).
+Tuning prepare_tuning(DiT& model, const TuneSettings& settings, Rng* init = nullptr);
 
 // Registers blocks.i.gamma_attn / gamma_mlp (ones, one per channel) on the listed blocks.
 void add_gammas(DiT& model, const std::vector<std::int64_t>& blocks, const std::vector<std::string>& branches);

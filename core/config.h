@@ -41,6 +41,13 @@ namespace atelier {
 
 using json = nlohmann::json;
 
+// Limits on JSON read from files and the command line: a document's size and its nesting depth. Deeper
+// or larger input is refused with one error before anything is built from it.
+inline constexpr std::size_t kMaxJobFileBytes = 1 << 20;        // job files, settings, --set values
+inline constexpr std::size_t kMaxMetadataJsonBytes = 16 << 20;  // one metadata value of a model file
+inline constexpr int kMaxJsonDepth = 64;
+inline constexpr std::size_t kMaxListEntries = 4096;  // entries of one list field of a config
+
 template <class E>
 using EnumNames = std::vector<std::pair<E, std::string>>;
 
@@ -88,6 +95,12 @@ enum class Input {
   ImageFolder,  // a folder of images (empty: unused)
 };
 
+// A field naming a file the job writes into its run folder: a plain file name with this extension
+// (the runner refuses paths, reserved names and other extensions before the job starts).
+struct OutputFile {
+  const char* extension;
+};
+
 // What the CLI's `atelier jobs` prints and the GUI builds its forms from.
 struct FieldInfo {
   std::string name;
@@ -97,6 +110,7 @@ struct FieldInfo {
   std::optional<Range> range;
   std::vector<std::string> choices;
   std::optional<Input> input;
+  std::optional<OutputFile> output;
 };
 
 namespace config_detail {
@@ -198,6 +212,9 @@ void check_constraints(const std::string& name, const T& value, const std::optio
   }
 }
 
+// A JSON value for an error message: at most ~80 characters.
+std::string short_dump(const json& j);
+
 struct Reader {
   const json& in;
   std::vector<std::string> seen;
@@ -214,6 +231,10 @@ struct Reader {
     read(name, value, std::nullopt, {});
   }
   template <class T>
+  void operator()(const char* name, T& value, const char* /*help*/, OutputFile) {
+    read(name, value, std::nullopt, {});
+  }
+  template <class T>
   void read(const char* name, T& value, const std::optional<Range>& range, const std::vector<std::string>& choices) {
     seen.emplace_back(name);
     auto it = in.find(name);
@@ -221,11 +242,15 @@ struct Reader {
       check_constraints(name, value, range, choices);
       return;
     }
+    if constexpr (!std::is_arithmetic_v<T> && !std::is_same_v<T, std::string> && !std::is_same_v<T, json> &&
+                  !NamedEnum<T>)
+      if (it->is_array() && it->size() > kMaxListEntries)
+        fail_field(name, it->size(), " entries, more than the limit of ", kMaxListEntries);
     std::string err = check_type<T>(*it);
     if (!err.empty()) {
       if constexpr (NamedEnum<T>)
         if (it->is_string()) fail_field(name, err);
-      fail_field(name, err, ", got ", it->type_name(), " ", it->dump());
+      fail_field(name, err, ", got ", it->type_name(), " ", short_dump(*it));
     }
     value = convert<T>(*it);
     check_constraints(name, value, range, choices);
@@ -254,15 +279,20 @@ struct Describer {
   void operator()(const char* name, const T& value, const char* help, std::optional<Range> range = std::nullopt) {
     std::vector<std::string> choices;
     if constexpr (NamedEnum<T>) choices = enum_name_list<T>();
-    out.push_back({name, type_name<T>(), help, value_json(value), range, choices, std::nullopt});
+    out.push_back({name, type_name<T>(), help, value_json(value), range, choices, std::nullopt, std::nullopt});
   }
   template <class T>
   void operator()(const char* name, const T& value, const char* help, const Choices& choices) {
-    out.push_back({name, type_name<T>(), help, value_json(value), std::nullopt, choices.values, std::nullopt});
+    out.push_back(
+        {name, type_name<T>(), help, value_json(value), std::nullopt, choices.values, std::nullopt, std::nullopt});
   }
   template <class T>
   void operator()(const char* name, const T& value, const char* help, Input input) {
-    out.push_back({name, type_name<T>(), help, value_json(value), std::nullopt, {}, input});
+    out.push_back({name, type_name<T>(), help, value_json(value), std::nullopt, {}, input, std::nullopt});
+  }
+  template <class T>
+  void operator()(const char* name, const T& value, const char* help, OutputFile output) {
+    out.push_back({name, type_name<T>(), help, value_json(value), std::nullopt, {}, std::nullopt, output});
   }
 };
 
@@ -310,10 +340,22 @@ std::vector<FieldInfo> describe() {
   return out;
 }
 
+// Parses `text` as JSON within the limits; Error names `what` (a file, a file's metadata key, an option)
+// and the problem (syntax with line/column, depth, size, numbers out of range).
+json parse_json(std::string_view text, const std::string& what, std::size_t max_bytes = kMaxMetadataJsonBytes);
+
+// JSON text of `j` for files and metadata. Strings that are not UTF-8 (paths are bytes) come out with
+// U+FFFD in place of their bad bytes instead of failing the write.
+std::string json_text(const json& j, int indent = -1);
+
+// A JSON array of strings as a vector (Error naming `what` for anything else).
+std::vector<std::string> string_list(const json& j, const std::string& what);
+
 // Parses "key=value" overrides (value as JSON when it parses, else as a string) into `j`.
 void apply_override(json& j, const std::string& assignment);
 
-// Loads a JSON file; Error names the file and the line/column of a syntax error.
-json load_json_file(const std::filesystem::path& path);
+// Loads a JSON file (a regular file of at most `max_bytes`); Error names the file and the line/column of a
+// syntax error.
+json load_json_file(const std::filesystem::path& path, std::size_t max_bytes = kMaxJobFileBytes);
 
 }  // namespace atelier

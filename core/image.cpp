@@ -1,6 +1,5 @@
 #include "core/image.h"
 
-#include <stb_image.h>
 #include <stb_image_write.h>
 #include <torch/torch.h>
 
@@ -47,21 +46,12 @@ void check_image(const Image& image) {
 
 }  // namespace
 
-Image decode_image(const std::string& bytes, const std::string& what, int channels) {
-  int w = 0, h = 0, c = 0;
-  stbi_uc* data = stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()),
-                                        &w, &h, &c, channels);
-  if (data == nullptr) fail(what, ": cannot decode image: ", stbi_failure_reason());
-  Image img;
-  img.width = w;
-  img.height = h;
-  img.channels = channels ? channels : c;
-  img.pixels.assign(data, data + static_cast<std::size_t>(w) * h * img.channels);
-  stbi_image_free(data);
-  return img;
-}
-
 Image load_image(const std::filesystem::path& path, int channels) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    fail(path.string(), std::filesystem::exists(path, ec) ? ": not a regular file" : ": cannot open: no such file");
+  if (std::filesystem::file_size(path, ec) > (256u << 20))
+    fail(path.string(), ": larger than 256 MB, not read as an image");
   return decode_image(read_file(path), path.string(), channels);
 }
 

@@ -8,13 +8,14 @@
 #include <string>
 #include <vector>
 
+#include "core/image_decode.h"
 #include "core/pixels.h"
 
 namespace atelier {
 
 // Loads PNG/JPEG/BMP/... forcing `channels` (3 = RGB) unless 0. Throws Error naming the file.
+// Images larger than core/image_decode.h's limits are refused before decoding.
 Image load_image(const std::filesystem::path& path, int channels = 3);
-Image decode_image(const std::string& bytes, const std::string& what, int channels = 3);
 // PNG with optional tEXt chunks (e.g. {"atelier.config": json}); written atomically.
 void save_png(const std::filesystem::path& path, const Image& image,
               const std::map<std::string, std::string>& text = {});

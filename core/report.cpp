@@ -155,7 +155,47 @@ void Reporter::metrics(const std::map<std::string, double>& values) {
   emit(std::move(e));
 }
 
-TtySink::TtySink(std::FILE* out, bool quiet) : out_(out), tty_(::isatty(::fileno(out)) != 0), quiet_(quiet) {}
+std::string printable(std::string_view text, bool keep_newlines) {
+  std::string out;
+  out.reserve(text.size());
+  auto escape = [&](unsigned char c) {
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "\\x%02x", c);
+    out += buf;
+  };
+  for (std::size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x80) {
+      if ((c < 0x20 && !(keep_newlines && (c == '\n' || c == '\t'))) || c == 0x7f)
+        escape(c);
+      else
+        out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    // A UTF-8 sequence: lead byte, length, continuation bytes, no overlong forms or surrogates.
+    const int n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    bool ok = n > 0 && i + n <= text.size();
+    for (int k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(text[i + k]) & 0xc0) == 0x80;
+    if (ok && n >= 3) {
+      const auto c1 = static_cast<unsigned char>(text[i + 1]);
+      ok = !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0) && !(c == 0xf0 && c1 < 0x90) &&
+           !(c == 0xf4 && c1 >= 0x90);
+    }
+    if (ok && n == 2 && c == 0xc2 && static_cast<unsigned char>(text[i + 1]) < 0xa0) ok = false;  // C1 controls
+    if (!ok) {
+      escape(c);
+      ++i;
+      continue;
+    }
+    out.append(text.substr(i, n));
+    i += n;
+  }
+  return out;
+}
+
+TtySink::TtySink(std::FILE* out, bool quiet, std::string program)
+    : out_(out), tty_(::isatty(::fileno(out)) != 0), quiet_(quiet), program_(std::move(program)) {}
 
 void TtySink::on_event(const Event& e) {
   if (e.type == Event::Type::Progress) {
@@ -189,12 +229,14 @@ void TtySink::on_event(const Event& e) {
   }
   if (e.type == Event::Type::Log) {
     if (quiet_ && e.level < Event::Level::Warn) return;
+    const std::string message = printable(e.message);
     if (e.level == Event::Level::Info)
-      std::fprintf(out_, "%s\n", e.message.c_str());
+      std::fprintf(out_, "%s\n", message.c_str());
     else
-      std::fprintf(out_, "%s: %s\n", level_name(e.level), e.message.c_str());
+      std::fprintf(out_, "%s%s: %s\n", program_.empty() ? "" : (program_ + ": ").c_str(),
+                   e.level == Event::Level::Warn ? "warning" : level_name(e.level), message.c_str());
   } else if (e.type == Event::Type::Artifact && !quiet_) {
-    std::fprintf(out_, "wrote %s: %s\n", e.message.c_str(), e.path.c_str());
+    std::fprintf(out_, "wrote %s: %s\n", e.message.c_str(), printable(e.path).c_str());
   } else if (e.type == Event::Type::Metrics && !quiet_) {
     for (const auto& [k, v] : e.scalars) std::fprintf(out_, "  %s = %.6g\n", k.c_str(), v);
   }
@@ -211,7 +253,8 @@ JsonlSink::~JsonlSink() {
 }
 
 void JsonlSink::on_event(const Event& e) {
-  std::string line = e.to_json().dump() + "\n";
+  // Messages and paths are bytes; what is not UTF-8 is replaced rather than failing the log.
+  std::string line = e.to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   std::fwrite(line.data(), 1, line.size(), file_);
   std::fflush(file_);
 }

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace atelier {
@@ -69,16 +70,23 @@ class Reporter {
   double rate_ = 0;
 };
 
-// Terminal progress: a redrawn bar on a TTY, a line every few seconds otherwise; logs as lines.
+// `text` safe to print on a terminal or in a log: valid UTF-8 passes, control characters (but newlines
+// and tabs, unless `keep_newlines` is false) and bytes that are not UTF-8 become \xNN. Paths are bytes:
+// a folder name that is not UTF-8 prints escaped instead of breaking a log or a terminal.
+std::string printable(std::string_view text, bool keep_newlines = true);
+
+// Terminal progress: a redrawn bar on a TTY, a line every few seconds otherwise; logs as lines. Warnings
+// and errors read "<program>: warning: ..." / "<program>: error: ..." (just "error: ..." without one).
 class TtySink : public Sink {
  public:
-  explicit TtySink(std::FILE* out = stderr, bool quiet = false);
+  explicit TtySink(std::FILE* out = stderr, bool quiet = false, std::string program = "");
   void on_event(const Event& e) override;
 
  private:
   std::FILE* out_;
   bool tty_;
   bool quiet_;
+  std::string program_;
   bool bar_open_ = false;
   double last_line_ = -1e9;
 };

@@ -183,7 +183,7 @@ std::pair<std::string, std::vector<Planned>> plan(const TensorMap& tensors, cons
         {"dtype", dtype_name(p.dtype)}, {"shape", p.data.sizes().vec()}, {"data_offsets", {offset, offset + n}}};
     offset += n;
   }
-  std::string json = header.dump();
+  std::string json = header.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   json.append((8 - json.size() % 8) % 8, ' ');
   return {std::move(json), std::move(items)};
 }

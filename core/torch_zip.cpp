@@ -118,6 +118,7 @@ class CheckpointReader {
       if (numel > 0) std::memcpy(t.data_ptr(), ptr, numel * esize);
     }
     cache_.emplace(key, t);
+    storage_bytes_ += static_cast<std::uint64_t>(numel) * esize;
     return custom(kStorageTag, std::make_shared<torch::Tensor>(t));
   }
 
@@ -140,6 +141,8 @@ class CheckpointReader {
   std::map<std::string, ZipEntry> members_;
   std::string top_;
   std::map<std::string, torch::Tensor> cache_;  // storage key -> storage, so shared storages stay shared
+  // Bytes of the storages read, and of the tensor views over them as they would be written out.
+  std::uint64_t storage_bytes_ = 0, view_bytes_ = 0;
 
   static std::vector<std::int64_t> ints(const ValuePtr& v, const char* what) {
     if (!v->is(Kind::Tuple) && !v->is(Kind::List)) fail("tensor ", what, " is not a tuple: ", v->repr(60));
@@ -189,6 +192,22 @@ class CheckpointReader {
       auto msg = std::make_shared<std::string>("tensor of size " + shape_str(size) + ", stride " + shape_str(stride) +
                                                ", offset " + std::to_string(offset) + " needs " + needed +
                                                " elements but its storage has " + std::to_string(st.numel()));
+      return custom(kBadTensorTag, msg);
+    }
+    // Views with stride 0 or overlapping strides have more elements than their storage; written out
+    // contiguously (convert, safetensors) they multiply the file's bytes: a 1 KB file could become
+    // gigabytes. Small expanded views are fine; beyond 16x the storages read plus 64 MB, refuse before
+    // anything is allocated.
+    std::int64_t numel = 1;
+    for (const auto s : size) overflow |= __builtin_mul_overflow(numel, s, &numel);
+    std::uint64_t bytes = 0;
+    overflow |= __builtin_mul_overflow(static_cast<std::uint64_t>(numel), c10::elementSize(st.scalar_type()), &bytes);
+    overflow |= __builtin_add_overflow(view_bytes_, bytes, &view_bytes_);
+    if (overflow || view_bytes_ > 16 * storage_bytes_ + (64ull << 20)) {
+      auto msg = std::make_shared<std::string>(
+          "tensor of size " + shape_str(size) + ", stride " + shape_str(stride) + ": the file's tensors would take " +
+          (overflow ? std::string("more than 2^64") : std::to_string(view_bytes_)) + " bytes over " +
+          std::to_string(storage_bytes_) + " bytes of storage (overlapping views)");
       return custom(kBadTensorTag, msg);
     }
     return custom(kTensorTag, std::make_shared<torch::Tensor>(st.as_strided(size, stride, offset)));

@@ -4,6 +4,26 @@
 #include <cmath>
 
 namespace atelier {
+namespace {
+
+// L2 norm of all gradients (the norm clip_grad_norm_ computes), without clipping.
+double grad_norm(const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> norms;
+  for (const auto& p : params)
+    if (p.grad().defined()) norms.push_back(p.grad().norm());
+  return norms.empty() ? 0.0 : torch::stack(norms).norm().item<double>();
+}
+
+// Whether every value of the tensors is finite (one reduction: NaN and infinity propagate into the sum).
+bool all_finite(const std::vector<torch::Tensor>& tensors) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> sums;
+  for (const auto& t : tensors)
+    if (t.is_floating_point()) sums.push_back(t.sum(torch::kDouble));
+  return sums.empty() || std::isfinite(torch::stack(sums).sum().item<double>());
+}
+
+}  // namespace
 
 double scheduled_lr(double base_lr, std::int64_t step, std::int64_t warmup, std::int64_t steps, LrDecay decay) {
   if (warmup > 0 && step < warmup) return base_lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
@@ -19,7 +39,9 @@ TrainLoop::TrainLoop(JobContext& ctx, const TrainSchedule& schedule, const Train
       base_lr_.push_back(g.options().get_lr());
       for (const auto& p : g.params()) clip_.push_back(p);
     }
-  start_ = ctx.resume ? restore_training_parts(ctx.run_dir, parts_) : 0;
+  std::vector<std::string> notes;
+  start_ = ctx.resume ? restore_training_parts(ctx.run_dir, parts_, &notes) : 0;
+  for (const auto& note : notes) ctx.report.warn(note);
   if (start_ > 0) ctx.report.info("resumed from step " + std::to_string(start_));
 }
 
@@ -53,24 +75,43 @@ void TrainLoop::run(const std::function<TrainStep(std::int64_t)>& step_fn) {
       if (g == 0) lr = rate;
     }
     TrainStep r = step_fn(step);
-    if (opt != nullptr) {
+    const double loss = r.loss.item<double>();
+    std::string bad = std::isfinite(loss) ? "" : "loss " + std::to_string(loss);
+    if (opt != nullptr && bad.empty()) {
       opt->zero_grad();
       r.loss.backward();
-      if (schedule_.grad_clip > 0) torch::nn::utils::clip_grad_norm_(clip_, schedule_.grad_clip);
-      opt->step();
+      const double norm =
+          schedule_.grad_clip > 0 ? torch::nn::utils::clip_grad_norm_(clip_, schedule_.grad_clip) : grad_norm(clip_);
+      if (!std::isfinite(norm)) bad = "gradient norm " + std::to_string(norm);
     }
-    if (ema_ != nullptr) ema_update(*ema_, *ema_source_, step < schedule_.warmup ? 0.0 : ema_decay_);
+    if (!bad.empty()) {
+      if (schedule_.nonfinite == NonFinite::Stop)
+        fail("step ", step + 1, ": non-finite ", bad, "; stopped before the update, nothing of this state was written",
+             " (the last good checkpoint is kept; lower lr, set grad_clip, or \"nonfinite\": \"skip\")");
+      ctx_.report.warn("step " + std::to_string(step + 1) + ": non-finite " + bad + ", step skipped");
+      if (opt != nullptr) opt->zero_grad();
+    } else {
+      if (opt != nullptr) opt->step();
+      if (opt != nullptr && !all_finite(clip_))  // an update that overflowed: nothing after it may be written
+        fail("step ", step + 1, ": the update made parameters non-finite (loss ", loss,
+             "); stopped, nothing of this state was written (the last good checkpoint is kept; lower lr or set "
+             "grad_clip)");
+      if (ema_ != nullptr) ema_update(*ema_, *ema_source_, step < schedule_.warmup ? 0.0 : ema_decay_);
+    }
     step_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-    std::map<std::string, double> scalars = {{"loss", r.loss.item<double>()}};
-    for (const auto& [name, value] : r.scalars) scalars[name] = value.item<double>();
-    if (opt != nullptr) scalars["lr"] = lr;
     const std::int64_t done = step + 1;
-    ctx_.report.progress("train", done, steps, scalars);
+    if (bad.empty()) {
+      std::map<std::string, double> scalars = {{"loss", loss}};
+      for (const auto& [name, value] : r.scalars) scalars[name] = value.item<double>();
+      if (opt != nullptr) scalars["lr"] = lr;
+      ctx_.report.progress("train", done, steps, scalars);
+    }
     if (done % schedule_.checkpoint_every == 0 && done < steps) checkpoint(done);
     for (const auto& a : actions_)
       if (done % a.every == 0 ? (done < steps || a.at_end) : (done == steps && a.at_end)) a.run(done);
   }
+  if (start_ < steps) checkpoint(steps);
 }
 
 }  // namespace atelier

@@ -28,6 +28,14 @@
 
 namespace atelier {
 
+// What a step whose loss or gradient is not finite does: stop the job with an error (nothing of that
+// state is written; the last good checkpoint stays), or skip the update with a warning.
+enum class NonFinite { Stop, Skip };
+inline const EnumNames<NonFinite>& enum_names(NonFinite) {
+  static const EnumNames<NonFinite> names = {{NonFinite::Stop, "stop"}, {NonFinite::Skip, "skip"}};
+  return names;
+}
+
 // Steps and cadence of a training run (field names shared by every training job).
 struct TrainSchedule {
   std::int64_t steps = 1000;
@@ -35,6 +43,7 @@ struct TrainSchedule {
   std::int64_t warmup = 0;
   double grad_clip = 1.0;
   std::int64_t checkpoint_every = 250;
+  NonFinite nonfinite = NonFinite::Stop;
 
   template <class V>
   void fields(V& v) {
@@ -43,6 +52,8 @@ struct TrainSchedule {
     v("warmup", warmup, "linear learning-rate warm-up steps (the EMA starts after them)", Range{0, 1e9});
     v("grad_clip", grad_clip, "gradient-norm clip (0: off)", Range{0, 1e6});
     v("checkpoint_every", checkpoint_every, "steps between checkpoints", Range{1, 1e9});
+    v("nonfinite", nonfinite,
+      "a step with a non-finite loss or gradient: stop (error; the last good checkpoint is kept) or skip it");
   }
 };
 
@@ -88,8 +99,9 @@ class TrainLoop {
   // Actions run in the order they were added, after the periodic checkpoint.
   void every(std::int64_t every, std::function<void(std::int64_t done)> action, bool at_end = false);
 
-  // Runs steps [start(), steps): cancel check, learning rate, `step(step)`, backward, clip, optimizer
-  // step, EMA, progress ("train": loss, the step's scalars, lr), checkpoint and actions.
+  // Runs steps [start(), steps): cancel check, learning rate, `step(step)`, backward, the non-finite
+  // guard, clip, optimizer step, EMA, progress ("train": loss, the step's scalars, lr), checkpoint and
+  // actions; then a final checkpoint, so a failing final write loses no steps.
   void run(const std::function<TrainStep(std::int64_t step)>& step);
 
   std::int64_t start() const { return start_; }

@@ -16,7 +16,7 @@ fs::path checkpoint_dir(const fs::path& run_dir) {
 
 std::vector<std::pair<std::int64_t, fs::path>> list_checkpoints(const fs::path& run_dir) {
   std::vector<std::pair<std::int64_t, fs::path>> out;
-  static const std::regex pattern(R"(step_(\d+)\.safetensors)");
+  static const std::regex pattern(R"(step_(\d{1,17})\.safetensors)");
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(checkpoint_dir(run_dir), ec)) {
     std::smatch m;
@@ -26,6 +26,43 @@ std::vector<std::pair<std::int64_t, fs::path>> list_checkpoints(const fs::path& 
   std::sort(out.begin(), out.end());
   return out;
 }
+// 64-bit FNV-1a over each tensor's name, dtype, shape and bytes (name order): detects truncated or
+// flipped checkpoint bytes. Not a defence against deliberate tampering.
+std::string content_checksum(const TensorMap& tensors) {
+  std::uint64_t h = 1469598103934665603ull;
+  auto feed = [&](const void* data, std::size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  };
+  for (const auto& [name, tensor] : tensors) {
+    const auto t = tensor.detach().to(torch::kCPU).contiguous();
+    const std::string head = name + "|" + std::string(c10::toString(t.scalar_type())) + "|" + c10::str(t.sizes());
+    feed(head.data(), head.size() + 1);
+    feed(t.data_ptr(), t.nbytes());
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+// Reads one checkpoint and checks it: metadata, the step its name says, the content checksum.
+TrainingState read_checkpoint(const fs::path& path, std::int64_t step) {
+  TensorFile file = safetensors::load(path);
+  auto it = file.metadata.find("atelier.training_state");
+  if (it == file.metadata.end()) fail("not a training checkpoint (no atelier.training_state metadata)");
+  TrainingState state;
+  state.info = parse_json(it->second, "atelier.training_state");
+  if (!state.info.is_object() || !state.info.contains("step") || !state.info["step"].is_number_integer())
+    fail("corrupt atelier.training_state metadata");
+  state.step = state.info["step"].get<std::int64_t>();
+  if (state.step != step) fail("holds step ", state.step, ", not the step its name says");
+  state.tensors = std::move(file.tensors);
+  // (Checkpoints of earlier versions carry no checksum; they load as they are.)
+  if (state.info.contains("checksum") && state.info["checksum"] != content_checksum(state.tensors))
+    fail("content checksum mismatch (damaged bytes)");
+  return state;
+}
+
 }  // namespace
 
 fs::path save_training_state(const fs::path& run_dir, const TrainingState& state, int keep) {
@@ -34,27 +71,39 @@ fs::path save_training_state(const fs::path& run_dir, const TrainingState& state
   fs::path path = checkpoint_dir(run_dir) / name;
   json info = state.info;
   info["step"] = state.step;
-  safetensors::save(path, state.tensors, {{"atelier.training_state", info.dump()}});
+  info["checksum"] = content_checksum(state.tensors);
+  safetensors::save(path, state.tensors, {{"atelier.training_state", json_text(info)}});
+  // Rotation: checkpoints of later steps belong to a state this run no longer has (a stray file, or what
+  // followed a damaged checkpoint it resumed before); of the rest, the newest `keep` stay.
   auto all = list_checkpoints(run_dir);
-  for (std::size_t i = 0; i + keep < all.size(); ++i) fs::remove(all[i].second);
+  std::vector<fs::path> older;
+  for (const auto& [step, file] : all) {
+    if (step > state.step)
+      fs::remove(file);
+    else if (step < state.step)
+      older.push_back(file);
+  }
+  for (std::size_t i = 0; i + keep < older.size() + 1; ++i) fs::remove(older[i]);
   return path;
 }
 
-std::optional<TrainingState> load_latest_training_state(const fs::path& run_dir) {
+std::optional<TrainingState> load_latest_training_state(const fs::path& run_dir, std::vector<std::string>* notes) {
   auto all = list_checkpoints(run_dir);
   if (all.empty()) return std::nullopt;
-  const fs::path& path = all.back().second;
-  TensorFile file = safetensors::load(path);
-  auto it = file.metadata.find("atelier.training_state");
-  if (it == file.metadata.end())
-    fail(path.string(), ": not a training checkpoint (no atelier.training_state metadata)");
-  TrainingState state;
-  state.info = json::parse(it->second, nullptr, false);
-  if (state.info.is_discarded() || !state.info.contains("step"))
-    fail(path.string(), ": corrupt atelier.training_state metadata");
-  state.step = state.info["step"].get<std::int64_t>();
-  state.tensors = std::move(file.tensors);
-  return state;
+  std::vector<std::string> problems;
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    try {
+      TrainingState state = read_checkpoint(it->second, it->first);
+      if (notes != nullptr)
+        for (const auto& p : problems) notes->push_back(p + "; resuming from step " + std::to_string(state.step));
+      return state;
+    } catch (const std::exception& e) {
+      problems.push_back(it->second.string() + " is damaged: " + e.what());
+    }
+  }
+  std::string list;
+  for (const auto& p : problems) list += "\n  " + p;
+  fail(run_dir.string(), ": no intact checkpoint to resume from:", list);
 }
 
 TensorMap module_tensors(const torch::nn::Module& module, const std::string& prefix) {
@@ -176,8 +225,9 @@ fs::path save_training_parts(const fs::path& run_dir, std::int64_t step, const T
   return save_training_state(run_dir, s);
 }
 
-std::int64_t restore_training_parts(const fs::path& run_dir, const TrainingParts& parts) {
-  auto state = load_latest_training_state(run_dir);
+std::int64_t restore_training_parts(const fs::path& run_dir, const TrainingParts& parts,
+                                    std::vector<std::string>* notes) {
+  auto state = load_latest_training_state(run_dir, notes);
   if (!state) return 0;
   for (const auto& [prefix, module] : parts.modules) load_module_tensors(*module, state->tensors, prefix, "checkpoint");
   if (parts.optimizer != nullptr) load_optimizer_tensors(*parts.optimizer, state->tensors);

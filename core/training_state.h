@@ -20,10 +20,14 @@ struct TrainingState {
   json info = json::object();
 };
 
-// Writes the checkpoint and keeps only the newest `keep` ones. Returns its path.
+// Writes the checkpoint with a checksum of its content, removes checkpoints of later steps (a state the
+// run no longer has) and keeps the newest `keep` of the rest. Returns its path.
 std::filesystem::path save_training_state(const std::filesystem::path& run_dir, const TrainingState& state,
                                           int keep = 2);
-std::optional<TrainingState> load_latest_training_state(const std::filesystem::path& run_dir);
+// The newest intact checkpoint (metadata readable, checksum matching): a truncated or damaged newer one is
+// skipped and said in `notes`; Error listing every problem when none is intact; nullopt when there is none.
+std::optional<TrainingState> load_latest_training_state(const std::filesystem::path& run_dir,
+                                                        std::vector<std::string>* notes = nullptr);
 
 // Parameters and buffers of a module under `prefix` (no prefix separator added: pass "ema." etc).
 TensorMap module_tensors(const torch::nn::Module& module, const std::string& prefix = "");
@@ -46,8 +50,10 @@ struct TrainingParts {
 // Saves the parts at `step` (save_training_state); returns the checkpoint's path.
 std::filesystem::path save_training_parts(const std::filesystem::path& run_dir, std::int64_t step,
                                           const TrainingParts& parts);
-// Restores the parts from the newest checkpoint; returns its step, or 0 when the run has none.
-std::int64_t restore_training_parts(const std::filesystem::path& run_dir, const TrainingParts& parts);
+// Restores the parts from the newest intact checkpoint; returns its step, or 0 when the run has none.
+// Damaged checkpoints skipped on the way are said in `notes`.
+std::int64_t restore_training_parts(const std::filesystem::path& run_dir, const TrainingParts& parts,
+                                    std::vector<std::string>* notes = nullptr);
 
 // A module view over named tensors ('.' in names becomes '/'), so any set of tensors (a subset of a
 // network, LoRA factors, their EMA) checkpoints through TrainingParts. `copy`: own clones, not views.

@@ -6,7 +6,7 @@ namespace atelier {
 namespace {
 
 std::vector<int> indices_of(const std::vector<std::string>& names, const std::vector<std::string>& all,
-                            const char* field) {
+                            const char* field, bool unique) {
   std::vector<int> out;
   for (const auto& n : names) {
     const auto it = std::find(all.begin(), all.end(), n);
@@ -15,7 +15,9 @@ std::vector<int> indices_of(const std::vector<std::string>& names, const std::ve
       for (const auto& a : all) list += (list.empty() ? "" : ", ") + a;
       fail_field(field, "'", n, "' is not one of: ", list);
     }
-    out.push_back(static_cast<int>(it - all.begin()));
+    const int index = static_cast<int>(it - all.begin());
+    if (unique && std::find(out.begin(), out.end(), index) != out.end()) fail_field(field, "'", n, "' is listed twice");
+    out.push_back(index);
   }
   return out;
 }
@@ -25,9 +27,9 @@ std::vector<int> indices_of(const std::vector<std::string>& names, const std::ve
 shapes::Spec ShapesData::spec(int size) const {
   shapes::Spec s;
   s.size = size;
-  s.shapes = indices_of(classes, shapes::shape_names(), "classes");
-  s.glyphs = indices_of(glyphs, shapes::glyph_names(), "glyphs");
-  s.styles = indices_of(styles, shapes::style_names(), "styles");
+  s.shapes = indices_of(classes, shapes::shape_names(), "classes", true);
+  s.glyphs = indices_of(glyphs, shapes::glyph_names(), "glyphs", true);
+  s.styles = indices_of(styles, shapes::style_names(), "styles", false);
   if (s.styles.empty()) s.styles = {0};
   if (min_scale > max_scale) fail_field("min_scale", min_scale, " is larger than 'max_scale' (", max_scale, ")");
   s.min_scale = static_cast<float>(min_scale);

@@ -275,8 +275,9 @@ DiT load_dit(const std::filesystem::path& file, const DiTLoadOptions& options, D
     t.tensors = source;
 
   if (auto meta = f.metadata.find("dit.config"); meta != f.metadata.end()) {
-    i.config = with_context([&] { return from_json<DiTConfig>(json::parse(meta->second)); }, file.string(),
-                            ": metadata 'dit.config'");
+    i.config = with_context(
+        [&] { return from_json<DiTConfig>(parse_json(meta->second, file.string() + ": metadata 'dit.config'")); },
+        file.string(), ": metadata 'dit.config'");
   } else {
     DiTConfig base;
     base.timestep_freq_shift = i.dialect == DiTKeyDialect::Diffusers ? 1 : 0;

@@ -64,9 +64,15 @@ torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor
   fail("sampler '", s.sampler, "' is not one of: ddpm, ddim, euler, euler_a, dpmpp_2m, lcm");
 }
 
+torch::Tensor checked_finite(const torch::Tensor& samples, const std::string& what) {
+  if (!torch::isfinite(samples).all().item<bool>())
+    fail(what, ": the model produced non-finite samples (NaN or infinite weights?); nothing was written");
+  return samples;
+}
+
 torch::Tensor save_class_grid(DiT& model, const DiTModelInfo& info, std::int64_t per_class, std::int64_t steps,
                               double cfg_scale, std::uint64_t seed, const std::filesystem::path& path,
-                              const std::string& title) {
+                              const std::string& title, const CancelToken* cancel) {
   SamplerSettings s;
   s.steps = steps;
   s.cfg_scale = cfg_scale;
@@ -74,7 +80,11 @@ torch::Tensor save_class_grid(DiT& model, const DiTModelInfo& info, std::int64_t
   for (std::int64_t k = 0; k < static_cast<std::int64_t>(info.class_names.size()); ++k)
     labels.insert(labels.end(), per_class, k);
   Rng rng(seed);
-  auto images = generate(model, info, torch::tensor(labels).to(model->pos_embed.device()), s, rng).clamp(-1, 1).cpu();
+  const StepObserver check_cancel = [cancel](std::int64_t, std::int64_t, const torch::Tensor&, const torch::Tensor&) {
+    if (cancel != nullptr && cancel->requested()) throw Cancelled();
+  };
+  auto images = generate(model, info, torch::tensor(labels).to(model->pos_embed.device()), s, rng, check_cancel);
+  images = checked_finite(images, path.filename().string()).clamp(-1, 1).cpu();
   GridOptions grid;
   grid.columns = static_cast<int>(per_class);
   grid.row_labels = info.class_names;
@@ -126,6 +136,9 @@ void sample_job(const SampleConfig& c, JobContext& ctx, const ModelLoader& loade
   }
   model->to(device);
   std::vector<std::string> names = c.classes.empty() ? info.class_names : c.classes;
+  if (static_cast<std::int64_t>(names.size()) * c.per_class > (1 << 16))
+    fail_field("per_class", names.size(), " classes x ", c.per_class,
+               " images is more than the limit of 65536 per job");
   std::vector<std::int64_t> labels;
   for (const auto& name : names) {
     auto it = std::find(info.class_names.begin(), info.class_names.end(), name);
@@ -139,7 +152,7 @@ void sample_job(const SampleConfig& c, JobContext& ctx, const ModelLoader& loade
         ctx.check_cancel();
         ctx.report.progress("sample", step + 1, steps);
       });
-  auto images = (vae ? decode_latents(vae, samples, ctx) : samples.cpu()).clamp(-1, 1);
+  auto images = checked_finite(vae ? decode_latents(vae, samples, ctx) : samples.cpu(), c.output).clamp(-1, 1);
   const int image_size = static_cast<int>(images.size(-1));
 
   GridOptions grid;
@@ -148,7 +161,7 @@ void sample_job(const SampleConfig& c, JobContext& ctx, const ModelLoader& loade
   grid.scale = std::max<int>(1, 64 / image_size);
   grid.title = c.sampler.sampler + " " + std::to_string(c.sampler.steps) + " steps, cfg " +
                json(c.sampler.cfg_scale).dump() + ", seed " + std::to_string(c.seed);
-  save_png(ctx.path(c.output), make_grid(images, grid), {{"atelier.config", to_json(c).dump()}});
+  save_png(ctx.path(c.output), make_grid(images, grid), {{"atelier.config", json_text(to_json(c))}});
   ctx.report.artifact("samples", ctx.path(c.output));
 
   if (c.probe.empty()) return;

@@ -39,10 +39,13 @@ torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor
                        Rng& rng, const StepObserver& observe = {});
 
 // `per_class` samples of every class label (DDIM, fixed noise from `seed`), as a labelled PNG grid at
-// `path`; returns the images [K * per_class, C, H, W] on the CPU.
+// `path`; returns the images [K * per_class, C, H, W] on the CPU. Checks `cancel` at every sampler step
+// (throws Cancelled); non-finite samples are an Error and nothing is written.
 torch::Tensor save_class_grid(DiT& model, const DiTModelInfo& info, std::int64_t per_class, std::int64_t steps,
                               double cfg_scale, std::uint64_t seed, const std::filesystem::path& path,
-                              const std::string& title);
+                              const std::string& title, const CancelToken* cancel = nullptr);
+// `samples` unchanged when every value is finite; else Error naming `what`.
+torch::Tensor checked_finite(const torch::Tensor& samples, const std::string& what);
 
 struct SampleConfig {
   std::string model = "assets/models/dit_shapes.safetensors";
@@ -73,7 +76,7 @@ struct SampleConfig {
     v("seed", seed, "seed of the initial noise", Range{0, 9e15});
     v("probe", probe, "Shapes probe for metrics of Shapes models (empty: no metrics)");
     v("reference_samples", reference_samples, "real test-split images for FD-shapes", Range{16, 1e6});
-    v("output", output, "grid file written in the run folder");
+    v("output", output, "grid file written in the run folder", OutputFile{".png"});
     v("device", device, "auto (CUDA when present), cpu, cuda or cuda:N");
   }
 };

@@ -9,13 +9,13 @@ namespace atelier {
 
 void save_dit_model(const std::filesystem::path& path, DiT& model, const DiTModelInfo& info, const json& config) {
   Metadata meta = {{"atelier.kind", "dit"},
-                   {"dit.config", to_json(info.dit).dump()},
+                   {"dit.config", json_text(to_json(info.dit))},
                    {"diffusion.schedule", info.schedule},
                    {"diffusion.prediction", info.prediction},
                    {"diffusion.num_train_timesteps", std::to_string(info.num_train_timesteps)},
-                   {"classes", json(info.class_names).dump()},
-                   {"data", info.data.dump()},
-                   {"atelier.config", config.dump()}};
+                   {"classes", json_text(info.class_names)},
+                   {"data", json_text(info.data)},
+                   {"atelier.config", json_text(config)}};
   safetensors::save(path, module_tensors(*model), meta);
 }
 
@@ -27,13 +27,13 @@ DiT load_dit_model(const std::filesystem::path& path, DiTModelInfo* info) {
     return it->second;
   };
   DiTModelInfo i;
-  i.dit =
-      with_context([&] { return from_json<DiTConfig>(json::parse(get("dit.config"))); }, path.string(), ": dit.config");
+  auto parse = [&](const std::string& key) { return parse_json(get(key), path.string() + ": metadata '" + key + "'"); };
+  i.dit = with_context([&] { return from_json<DiTConfig>(parse("dit.config")); }, path.string(), ": dit.config");
   i.schedule = get("diffusion.schedule");
   i.prediction = get("diffusion.prediction");
   i.num_train_timesteps = std::stoll(get("diffusion.num_train_timesteps"));
-  i.class_names = json::parse(get("classes")).get<std::vector<std::string>>();
-  i.data = json::parse(get("data"), nullptr, false);
+  i.class_names = string_list(parse("classes"), path.string() + ": metadata 'classes'");
+  i.data = parse("data");
   DiT model(i.dit);
   load_module_tensors(*model, f.tensors, "", path.string());
   model->eval();

@@ -119,8 +119,8 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
       c.preview.sample_every,
       [&](std::int64_t done) {
         save_class_grid(ema, info, 4, c.preview.sample_steps, c.preview.cfg_scale,
-                        static_cast<std::uint64_t>(c.seed) + 3, ctx.path("preview.png"),
-                        "step " + std::to_string(done));
+                        static_cast<std::uint64_t>(c.seed) + 3, ctx.path("preview.png"), "step " + std::to_string(done),
+                        &ctx.cancel);
         ctx.report.artifact("preview", ctx.path("preview.png"));
         if (done < c.train.steps) write_model();
       },

@@ -57,7 +57,7 @@ struct TrainBaseConfig {
     v("seed", seed, "seed of initialisation, noise, timesteps and label dropout", Range{0, 9e15});
     v("val_every", val_every, "steps between validation-loss runs", Range{1, 1e9});
     preview.fields(v);
-    v("output", output, "model file written in the run folder");
+    v("output", output, "model file written in the run folder", OutputFile{".safetensors"});
     v("device", device, "auto (CUDA when present), cpu, cuda or cuda:N; a run resumes on any device");
   }
 };

@@ -223,7 +223,9 @@ namespace {
 // config.json beside the weights (scaling_factor, shift_factor, norm_num_groups), else `base`.
 VAEConfig unshaped_settings(const std::filesystem::path& path, const TensorFile& file, VAEConfig c) {
   if (auto it = file.metadata.find("vae.config"); it != file.metadata.end())
-    return with_context([&] { return from_json<VAEConfig>(json::parse(it->second)); }, path.string(), ": vae.config");
+    return with_context(
+        [&] { return from_json<VAEConfig>(parse_json(it->second, path.string() + ": metadata 'vae.config'")); },
+        path.string(), ": vae.config");
   const auto config_path = path.parent_path() / "config.json";
   std::error_code ec;
   if (!std::filesystem::is_regular_file(config_path, ec)) return c;

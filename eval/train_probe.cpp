@@ -65,7 +65,7 @@ void save_preview(ProbeNet& net, const shapes::Batch& val, int size, const std::
   grid.title = "probe predictions on validation images";
   for (std::int64_t k = 0; k < shown.size(0); ++k)
     grid.column_labels.push_back(probe_label_name(predicted[k].item<std::int64_t>()).substr(0, 5));
-  save_png(path, make_grid(shown, grid), {{"atelier.config", config.dump()}});
+  save_png(path, make_grid(shown, grid), {{"atelier.config", json_text(config)}});
 }
 
 }  // namespace
@@ -95,7 +95,7 @@ void train_probe(const ProbeConfig& c, JobContext& ctx) {
   Metadata meta = {{"atelier.kind", "shapes_probe"},
                    {"probe.width", std::to_string(c.width)},
                    {"probe.image_size", std::to_string(c.image_size)},
-                   {"atelier.config", to_json(c).dump()}};
+                   {"atelier.config", json_text(to_json(c))}};
   safetensors::save(ctx.path(c.output), module_tensors(*net), meta);
   ctx.report.artifact("model", ctx.path(c.output));
   write_file_atomic(ctx.path("metrics.json"), json(metrics).dump(2) + "\n");

@@ -35,7 +35,7 @@ struct ProbeConfig {
     v("blur_prob", blur_prob, "probability of blurring a training image", Range{0, 1});
     v("eval_every", eval_every, "steps between validation runs", Range{1, 1e8});
     v("val_samples", val_samples, "validation images", Range{16, 1e6});
-    v("output", output, "weights file written in the run folder");
+    v("output", output, "weights file written in the run folder", OutputFile{".safetensors"});
   }
 };
 void train_probe(const ProbeConfig& config, JobContext& ctx);

@@ -69,3 +69,8 @@ cmake -S . -B "$BUILD_DIR" "${cmake_args[@]}" ${ATELIER_CMAKE_ARGS:-} > "$BUILD_
   || { cat "$BUILD_DIR.configure.log"; exit 1; }
 log "building in $BUILD_DIR"
 cmake --build "$BUILD_DIR" -j "$(nproc)"
+# The fuzz targets (clang, ASan/UBSan) are built here too, so the test suite only runs them.
+if command -v clang++ >/dev/null; then
+  log "building the fuzz targets in ${FUZZ_BUILD_DIR:-build-fuzz}"
+  scripts/fuzz_smoke.sh build
+fi

@@ -1,6 +1,27 @@
 #include "studio/job_registry.h"
 
+#include <algorithm>
+
+#include "core/report.h"
+
 namespace atelier {
+
+void check_output_fields(const std::vector<FieldInfo>& fields, const json& effective) {
+  static const std::vector<std::string> reserved = {"config.json", "status.json", "log.jsonl",  "metrics.json",
+                                                    "before.json", ".lock",       "checkpoints"};
+  for (const auto& f : fields) {
+    if (!f.output || !effective.contains(f.name) || !effective[f.name].is_string()) continue;
+    const std::string name = effective[f.name].get<std::string>();
+    if (name.empty()) fail_field(f.name, "empty; give a file name such as 'out", f.output->extension, "'");
+    if (name.find('/') != std::string::npos || name == "." || name == ".." || name.find('\0') != std::string::npos)
+      fail_field(f.name, "'", printable(name), "' is not a plain file name (outputs stay inside the run folder)");
+    if (std::find(reserved.begin(), reserved.end(), name) != reserved.end())
+      fail_field(f.name, "'", name, "' is a file the run folder keeps for itself");
+    const std::string ext = f.output->extension;
+    if (name.size() <= ext.size() || name.compare(name.size() - ext.size(), ext.size(), ext) != 0)
+      fail_field(f.name, "'", printable(name), "' must end in ", ext);
+  }
+}
 
 const JobRegistry& JobRegistry::builtin() {
   static const JobRegistry registry = [] {

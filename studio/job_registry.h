@@ -20,6 +20,10 @@ struct JobKind {
   std::function<void(const json& effective, JobContext&)> run;
 };
 
+// Output fields (OutputFile) name plain files inside the run folder, with the field's extension, and none
+// of the files the runner keeps there (config.json, status.json, log.jsonl, ...). FieldError otherwise.
+void check_output_fields(const std::vector<FieldInfo>& fields, const json& effective);
+
 class JobRegistry {
  public:
   // The registry with every built-in job kind.
@@ -32,7 +36,13 @@ class JobRegistry {
 
   template <class Config>
   void add(const std::string& name, const std::string& help, void (*run)(const Config&, JobContext&)) {
-    add(JobKind{name, help, describe<Config>(), [](const json& j) { return to_json(from_json<Config>(j, {"kind"})); },
+    auto fields = describe<Config>();
+    auto normalize = [fields](const json& j) {
+      json effective = to_json(from_json<Config>(j, {"kind"}));
+      check_output_fields(fields, effective);
+      return effective;
+    };
+    add(JobKind{name, help, std::move(fields), normalize,
                 [run](const json& j, JobContext& ctx) { run(from_json<Config>(j, {"kind"}), ctx); }});
   }
 

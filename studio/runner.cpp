@@ -3,11 +3,21 @@
 #include <torch/torch.h>
 
 #include "core/atomic_file.h"
+#include "core/run_lock.h"
 #include "core/runtime.h"
 #include "studio/model_ops.h"
 
 namespace atelier {
 namespace fs = std::filesystem;
+
+namespace {
+
+// JSON text of a run-folder file; strings that are not UTF-8 (paths are bytes) are replaced, not fatal.
+std::string dump_text(const json& j) {
+  return json_text(j, 2) + "\n";
+}
+
+}  // namespace
 
 const char* status_name(RunResult::Status s) {
   switch (s) {
@@ -65,7 +75,7 @@ PreparedRun JobRunner::prepare(const RunRequest& request) const {
           for (const auto& [key, value] : effective.items()) {
             bool is_override = std::find(overridden.begin(), overridden.end(), key) != overridden.end();
             if (!is_override && saved.contains(key) && saved[key] != value)
-              fail("--resume: '", key, "' is ", value.dump(), " here but ", saved[key].dump(), " in ",
+              fail("--resume: '", key, "' is ", json_text(value), " here but ", json_text(saved[key]), " in ",
                    saved_path.string(), " (change it with --set ", key, "=... to override)");
           }
         } else if (fs::exists(saved_path)) {
@@ -85,14 +95,19 @@ RunResult JobRunner::run(const PreparedRun& p, Reporter& reporter, const CancelT
   auto write_status = [&](const char* status, const std::string& error) {
     json s = {{"status", status}};
     if (!error.empty()) s["error"] = error;
-    write_file_atomic(p.run_dir / "status.json", s.dump(2) + "\n");
+    write_file_atomic(p.run_dir / "status.json", dump_text(s));
   };
+  std::optional<RunLock> lock;  // held until the job has ended and its status is written
   try {
     check_job_inputs(*p.kind, p.effective);  // before the run folder is touched
-    fs::create_directories(p.run_dir);
-    write_file_atomic(p.run_dir / "config.json", p.effective.dump(2) + "\n");
+    lock.emplace(p.run_dir);
+    if (!p.resume && fs::exists(p.run_dir / "config.json"))  // another process started a run here meanwhile
+      fail("run folder ", p.run_dir.string(), " already holds a run: pass --resume to continue it");
+    const int stale = p.resume ? remove_stale_temp_files(p.run_dir) : 0;
+    write_file_atomic(p.run_dir / "config.json", dump_text(p.effective));
     reporter.add_sink(std::make_shared<JsonlSink>(p.run_dir / "log.jsonl"));
     write_status("running", "");
+    if (stale > 0) reporter.info("removed " + std::to_string(stale) + " temporary file(s) of an interrupted write");
   } catch (const std::exception& e) {
     result.error = e.what();
     reporter.error(result.error);

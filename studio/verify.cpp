@@ -15,6 +15,7 @@ VerifyCheck compare(const std::string& name, const torch::Tensor& got, const tor
     os << name << ": model output has shape " << got.sizes() << ", reference " << want.sizes();
     fail(os.str());
   }
+  if (!torch::isfinite(got).all().item<bool>()) fail(name, ": the model's output is not finite (NaN or infinity)");
   VerifyCheck c;
   c.name = name;
   c.max_abs = (got.to(torch::kDouble) - want.to(torch::kDouble)).abs().max().item<double>();
@@ -36,7 +37,7 @@ VerifyReport verify_model(const std::filesystem::path& model, const std::filesys
   TensorFile ref = safetensors::load(reference);
   json config = json::object();
   if (auto it = ref.metadata.find("config"); it != ref.metadata.end()) {
-    config = json::parse(it->second, nullptr, false);
+    config = parse_json(it->second, reference.string() + ": metadata 'config'");
     if (!config.is_object()) fail(reference.string(), ": metadata 'config' is not a JSON object");
   }
   torch::NoGradGuard no_grad;

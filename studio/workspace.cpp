@@ -13,12 +13,11 @@ namespace {
 std::vector<std::string> json_list(const std::map<std::string, std::string>& meta, const std::string& key) {
   auto it = meta.find(key);
   if (it == meta.end()) return {};
-  json j = json::parse(it->second, nullptr, false);
-  if (!j.is_array()) return {};
-  std::vector<std::string> out;
-  for (const auto& v : j)
-    if (v.is_string()) out.push_back(v.get<std::string>());
-  return out;
+  try {
+    return string_list(parse_json(it->second, key), key);
+  } catch (const Error&) {
+    return {};  // the panel shows the file without them
+  }
 }
 
 std::string meta_or(const std::map<std::string, std::string>& meta, const std::string& key, std::string fallback) {

@@ -448,6 +448,13 @@ TEST_CASE("torch checkpoint rejects malformed archives with the path and the pro
         {{"archive/data.pkl", tensor_pickle("w", 4, 3, {2, 2}, {1, 1})}, {"archive/data/0", floats({1, 2, 3, 4})}});
     REQUIRE_THROWS_WITH(load("offset.pt", zip), Contains("w: tensor of size [2, 2]"));
   }
+  SECTION("a view with more elements than its storage (stride 0): refused before anything is allocated") {
+    // 255^4 elements over one float: written out contiguously, a few hundred bytes would become 16 GB.
+    auto zip = make_zip({{"archive/data.pkl", tensor_pickle("w", 1, 0, {255, 255, 255, 255}, {0, 0, 0, 0})},
+                         {"archive/data/0", floats({1})}});
+    REQUIRE_THROWS_WITH(load("expanded.pt", zip),
+                        Contains("w: tensor of size [255, 255, 255, 255]") && Contains("bytes of storage"));
+  }
   SECTION("storage smaller than its numel") {
     auto zip = make_zip({{"archive/data.pkl", tensor_pickle("w", 4, 0, {4}, {1})}, {"archive/data/0", floats({1, 2})}});
     REQUIRE_THROWS_WITH(load("short.pt", zip),

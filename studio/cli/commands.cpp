@@ -24,7 +24,7 @@ int run_job(const RunArgs& args, const JobRegistry& registry, const CancelToken&
   JobRunner runner(registry);
   PreparedRun prepared = runner.prepare(request);
   Reporter reporter;
-  reporter.add_sink(std::make_shared<TtySink>(stderr, args.quiet));
+  reporter.add_sink(std::make_shared<TtySink>(stderr, args.quiet, "atelier"));
   RunResult result = runner.run(prepared, reporter, cancel);
   switch (result.status) {
     case RunResult::Status::Completed: return 0;
@@ -77,8 +77,8 @@ std::string shape_string(const torch::Tensor& t) {
 
 void print_tensors(const TensorFile& file, std::int64_t& total) {
   for (const auto& [name, t] : file.tensors) {
-    std::printf("  %-56s %-10s %s\n", name.c_str(), std::string(c10::toString(t.scalar_type())).c_str(),
-                shape_string(t).c_str());
+    std::printf("  %-56s %-10s %s\n", printable(name, false).c_str(),
+                std::string(c10::toString(t.scalar_type())).c_str(), shape_string(t).c_str());
     total += t.numel();
   }
 }
@@ -93,7 +93,7 @@ int inspect(const std::string& file, bool as_json) {
     out["height"] = img.height;
     out["channels"] = img.channels;
     if (format == FileFormat::Png) out["text"] = read_png_text(file);
-    std::cout << out.dump(2) << "\n";  // images: the same JSON either way
+    std::cout << out.dump(2, ' ', false, json::error_handler_t::replace) << "\n";  // images: the same JSON either way
     return 0;
   }
   if (format == FileFormat::Unknown) fail(file, ": not a safetensors file, torch checkpoint or image");
@@ -108,7 +108,7 @@ int inspect(const std::string& file, bool as_json) {
     out["tensors"] = tensors;
     out["metadata"] = tf.metadata;
     out["parameters"] = total;
-    std::cout << out.dump(2) << "\n";
+    std::cout << out.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
     return 0;
   }
   std::printf("%s: %s, %zu tensors\n", file.c_str(), format_name(format), tf.tensors.size());
@@ -116,9 +116,9 @@ int inspect(const std::string& file, bool as_json) {
   std::printf("total elements: %lld\n", static_cast<long long>(total));
   if (!tf.metadata.empty()) {
     std::printf("metadata:\n");
-    for (const auto& [k, v] : tf.metadata) {
-      std::string shown = v.size() > 200 ? v.substr(0, 200) + "..." : v;
-      std::printf("  %s: %s\n", k.c_str(), shown.c_str());
+    for (const auto& [k, v] : tf.metadata) {  // a file's text is shown escaped, never sent to the terminal raw
+      std::string shown = printable(v.size() > 200 ? v.substr(0, 200) + "..." : v, false);
+      std::printf("  %s: %s\n", printable(k, false).c_str(), shown.c_str());
     }
   }
   return 0;

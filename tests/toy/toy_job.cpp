@@ -1,6 +1,7 @@
 #include "tests/toy/toy_job.h"
 
 #include <chrono>
+#include <cmath>
 #include <thread>
 
 #include "core/atomic_file.h"
@@ -42,10 +43,11 @@ void toy_regression_job(const ToyConfig& c, JobContext& ctx) {
         ctx.report.progress("val", done, c.train.steps, {{"val_loss", val_loss()}});
       },
       true);
-  loop.run([&](std::int64_t) {
+  loop.run([&](std::int64_t step) {
     if (c.step_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(c.step_delay_ms));
     const auto x = rng.randn({c.train.batch, 4});
-    return TrainStep{torch::mse_loss(model->forward(x), teacher->forward(x).detach())};
+    auto loss = torch::mse_loss(model->forward(x), teacher->forward(x).detach());
+    return TrainStep{step + 1 == c.nan_at_step ? loss * std::nan("") : loss};
   });
 
   // Finish.

@@ -20,6 +20,7 @@ struct ToyConfig {
   std::int64_t seed = 0;
   std::int64_t val_every = 50;
   std::int64_t step_delay_ms = 0;  // slows each step down, so a test can kill a run midway
+  std::int64_t nan_at_step = 0;    // 1-based step whose loss is NaN (0: none), for the non-finite guard
   std::string output = "toy.safetensors";
 
   template <class V>
@@ -31,7 +32,8 @@ struct ToyConfig {
     v("seed", seed, "seed of the teacher, the initialisation and the data", Range{0, 9e15});
     v("val_every", val_every, "steps between validation losses", Range{1, 1e9});
     v("step_delay_ms", step_delay_ms, "sleep per step (tests)", Range{0, 1000});
-    v("output", output, "weights file written in the run folder");
+    v("nan_at_step", nan_at_step, "make this step's loss NaN (tests; 0: none)", Range{0, 1e9});
+    v("output", output, "weights file written in the run folder", OutputFile{".safetensors"});
   }
 };
 
