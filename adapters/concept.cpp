@@ -61,12 +61,13 @@ class ConceptImages {
 // Samples of `label` and how well they show the concept: probe-feature cosine to its real images, and
 // the probe's glyph accuracy (Shapes glyph concepts).
 json concept_identity(DiT& model, const DiTModelInfo& info, std::int64_t label, const json& settings, std::int64_t n,
-                      std::int64_t steps, double cfg, std::uint64_t seed, ProbeNet* probe) {
+                      std::int64_t steps, double cfg, std::uint64_t seed, ProbeNet* probe, const CancelToken* cancel) {
   SamplerSettings s;
   s.steps = steps;
   s.cfg_scale = cfg;
   Rng rng(seed);
-  auto images = generate(model, info, torch::full({n}, label, torch::kLong).to(model->pos_embed.device()), s, rng)
+  const auto labels = torch::full({n}, label, torch::kLong).to(model->pos_embed.device());
+  auto images = checked_finite(generate(model, info, labels, s, rng, cancel_observer(cancel)), "identity samples")
                     .clamp(-1, 1)
                     .cpu();
   json out = {{"concept", settings.value("concept", std::string())}};
@@ -135,8 +136,8 @@ void write_identity_metrics(DiT& model, const DiTModelInfo& info, std::int64_t l
   torch::NoGradGuard no_grad;
   model->eval();
   json identity = concept_identity(model, info, label, settings, c.eval_samples, c.preview.sample_steps,
-                                   c.preview.cfg_scale, static_cast<std::uint64_t>(c.seed) + 5, &probe);
-  write_file_atomic(ctx.path("metrics.json"), identity.dump(2) + "\n");
+                                   c.preview.cfg_scale, static_cast<std::uint64_t>(c.seed) + 5, &probe, &ctx.cancel);
+  write_file_atomic(ctx.path("metrics.json"), json_text(identity, 2) + "\n");
   std::map<std::string, double> flat;
   for (auto it = identity.begin(); it != identity.end(); ++it)
     if (it->is_number()) flat[it.key()] = it->get<double>();
@@ -262,7 +263,8 @@ void merge_job(const MergeConfig& c, JobContext& ctx) {
   s.steps = c.sample_steps;
   s.cfg_scale = c.cfg_scale;
   Rng rng(static_cast<std::uint64_t>(c.seed));
-  auto images = generate(merged, info, torch::tensor(labels).to(device), s, rng).clamp(-1, 1).cpu();
+  auto images = generate(merged, info, torch::tensor(labels).to(device), s, rng, cancel_observer(&ctx.cancel));
+  images = checked_finite(images, "merge preview").clamp(-1, 1).cpu();
   GridOptions grid;
   grid.columns = static_cast<int>(c.per_concept);
   grid.row_labels = concepts.class_names;
@@ -275,14 +277,14 @@ void merge_job(const MergeConfig& c, JobContext& ctx) {
   if (!c.probe.empty()) {
     ProbeNet probe = load_probe(c.probe);
     for (std::size_t k = 0; k < c.adapters.size(); ++k) {
-      json id =
-          concept_identity(merged, info, static_cast<std::int64_t>(base_classes.size() + k), files[k].info.settings,
-                           c.eval_samples, c.sample_steps, c.cfg_scale, static_cast<std::uint64_t>(c.seed) + 5, &probe);
+      json id = concept_identity(merged, info, static_cast<std::int64_t>(base_classes.size() + k),
+                                 files[k].info.settings, c.eval_samples, c.sample_steps, c.cfg_scale,
+                                 static_cast<std::uint64_t>(c.seed) + 5, &probe, &ctx.cancel);
       id["adapter"] = c.adapters[k];
       metrics["concepts"].push_back(id);
     }
   }
-  write_file_atomic(ctx.path("metrics.json"), metrics.dump(2) + "\n");
+  write_file_atomic(ctx.path("metrics.json"), json_text(metrics, 2) + "\n");
   ctx.report.metrics({{"merge_seconds", merge_s}});
 }
 

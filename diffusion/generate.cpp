@@ -64,6 +64,12 @@ torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor
   fail("sampler '", s.sampler, "' is not one of: ddpm, ddim, euler, euler_a, dpmpp_2m, lcm");
 }
 
+StepObserver cancel_observer(const CancelToken* cancel) {
+  return [cancel](std::int64_t, std::int64_t, const torch::Tensor&, const torch::Tensor&) {
+    if (cancel != nullptr && cancel->requested()) throw Cancelled();
+  };
+}
+
 torch::Tensor checked_finite(const torch::Tensor& samples, const std::string& what) {
   if (!torch::isfinite(samples).all().item<bool>())
     fail(what, ": the model produced non-finite samples (NaN or infinite weights?); nothing was written");
@@ -80,10 +86,8 @@ torch::Tensor save_class_grid(DiT& model, const DiTModelInfo& info, std::int64_t
   for (std::int64_t k = 0; k < static_cast<std::int64_t>(info.class_names.size()); ++k)
     labels.insert(labels.end(), per_class, k);
   Rng rng(seed);
-  const StepObserver check_cancel = [cancel](std::int64_t, std::int64_t, const torch::Tensor&, const torch::Tensor&) {
-    if (cancel != nullptr && cancel->requested()) throw Cancelled();
-  };
-  auto images = generate(model, info, torch::tensor(labels).to(model->pos_embed.device()), s, rng, check_cancel);
+  auto images =
+      generate(model, info, torch::tensor(labels).to(model->pos_embed.device()), s, rng, cancel_observer(cancel));
   images = checked_finite(images, path.filename().string()).clamp(-1, 1).cpu();
   GridOptions grid;
   grid.columns = static_cast<int>(per_class);
