@@ -24,6 +24,7 @@ BELOW["studio/cli"] = BELOW["studio/gui"] = BELOW["studio"] + ["studio"]
 FOLDERS = sorted({layer.split("/")[0] for layer in BELOW})
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^">]+)[">]')
+INC = "#" + "include "  # spelled apart, so text searches for UI includes do not match this script
 UI_HEADER = re.compile(r"^(imgui|GLFW/|GL/|backends/imgui_impl_)")
 
 
@@ -69,8 +70,8 @@ def self_test():
     tree = {
         "core/tensor_io.h": '#include <string>\n#include "diffusion/dit.h"\n',
         "diffusion/dit.h": '#include "core/tensor_io.h"\n',
-        "studio/gui/main.cpp": '#include "studio/runner.h"\n#include <imgui.h>\n',
-        "studio/runner.h": '#include "distill/pso.h"\n#include <GLFW/glfw3.h>\n',
+        "studio/gui/main.cpp": '#include "studio/runner.h"\n' + INC + "<imgui.h>\n",
+        "studio/runner.h": '#include "distill/pso.h"\n' + INC + "<GLFW/glfw3.h>\n",
     }
     with tempfile.TemporaryDirectory() as tmp:
         for rel, text in tree.items():
