@@ -141,6 +141,9 @@ DiTImpl::DiTImpl(const DiTConfig& c) : config_(c) {
   torch::nn::Sequential f_ada(torch::nn::SiLU(), torch::nn::Linear(d, 2 * d));
   final_layer->register_module("adaLN_modulation", f_ada);
   final_ada = torch::nn::Linear(std::dynamic_pointer_cast<torch::nn::LinearImpl>(f_ada->ptr(1)));
+  if (c.final_conv)
+    final_conv = register_module(
+        "final_conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(c.out_channels(), c.out_channels(), 3).padding(1)));
   initialize_weights();
 }
 
@@ -169,6 +172,10 @@ void DiTImpl::initialize_weights() {
   final_ada->bias.zero_();
   final_linear->weight.zero_();
   final_linear->bias.zero_();
+  if (final_conv) {  // starts as the identity: a plain DiT that learns to mend patch borders
+    final_conv->weight.zero_();
+    final_conv->bias.zero_();
+  }
 }
 
 void DiTImpl::set_input_size(std::int64_t input_size, double base_grid) {
@@ -218,7 +225,9 @@ torch::Tensor DiTImpl::forward(const torch::Tensor& x, const torch::Tensor& t, c
   for (auto& b : *blocks) h = b->as<DiTBlockImpl>()->forward(h, c);
   auto mod = hk.linear(*final_ada, torch::silu(c)).chunk(2, 1);
   h = hk.linear(*final_linear, modulate(layer_norm(h), mod[0], mod[1]));  // [N, T, p*p*C]
-  return unpatchify(h);
+  auto out = unpatchify(h);
+  if (final_conv) out = out + hk.conv2d(*final_conv, out);
+  return out;
 }
 
 torch::Tensor DiTImpl::forward_with_cfg(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& y,

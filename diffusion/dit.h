@@ -28,6 +28,10 @@ struct DiTConfig {
   // Timestep-embedding frequency denominator is (128 - freq_shift): 0 in the official code, 1 in
   // diffusers' DiTTransformer2DModel (Timesteps(downscale_freq_shift=1)).
   std::int64_t timestep_freq_shift = 0;
+  // Atelier extension, off for official checkpoints: a residual 3x3 convolution over the unpatchified
+  // output (`final_conv.{weight,bias}`, zero-initialised), which lets neighbouring patches agree at their
+  // borders instead of each being drawn apart (U-ViT ends with such a convolution for the same reason).
+  bool final_conv = false;
 
   std::int64_t out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }
   std::int64_t num_patches() const { return (input_size / patch_size) * (input_size / patch_size); }
@@ -45,6 +49,7 @@ struct DiTConfig {
     v("num_classes", num_classes, "number of classes (the table has one more row: the null class)", Range{1, 1e7});
     v("learn_sigma", learn_sigma, "predict the variance interpolation as well (output 2x channels)");
     v("timestep_freq_shift", timestep_freq_shift, "0 official DiT, 1 diffusers", Range{0, 1});
+    v("final_conv", final_conv, "residual 3x3 convolution on the output across patch borders (Atelier only)");
   }
 };
 
@@ -103,6 +108,7 @@ class DiTImpl : public torch::nn::Module {
   torch::nn::Embedding y_table{nullptr};
   torch::nn::ModuleList blocks{nullptr};
   torch::nn::Linear final_linear{nullptr}, final_ada{nullptr};
+  torch::nn::Conv2d final_conv{nullptr};  // only with config.final_conv
   torch::Tensor pos_embed;
 
  private:

@@ -239,6 +239,7 @@ DiTConfig detect_dit_config(const TensorMap& w, const DiTConfig& base) {
          " or x ", 2 * c.in_channels, " (learn_sigma) = ", c.patch_size * c.patch_size * c.in_channels, " or ",
          2 * c.patch_size * c.patch_size * c.in_channels);
   c.learn_sigma = out == 2 * c.in_channels;
+  c.final_conv = w.count("final_conv.weight") > 0;
 
   const auto rows = require(w, "y_embedder.embedding_table.weight", 2).size(0);  // [classes (+1 null), D]
   c.num_classes = base.class_dropout_prob > 0 ? rows - 1 : rows;

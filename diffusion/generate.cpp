@@ -181,12 +181,21 @@ void sample_job(const SampleConfig& c, JobContext& ctx, const ModelLoader& loade
     for (std::int64_t k = 0; k < c.per_class; ++k) probe_labels.push_back(probe_label_of(name));
   ShapesData data = from_json<ShapesData>(info.data);
   auto reference = shapes::make_batch(data.spec(image_size), 2, 0, c.reference_samples);
+  // The floor of FD-shapes at this sample count: as many real test images, disjoint from the reference set.
+  auto real = shapes::make_batch(data.spec(image_size), 2, c.reference_samples, images.size(0));
+  // The model's patch grid in pixels (a latent model's patches cover patch x the VAE's downsampling).
+  const auto pixel_patch = dc.patch_size * image_size / dc.input_size;
   std::map<std::string, double> m = {
       {"probe_accuracy", probe_accuracy(probe, images, torch::tensor(probe_labels, torch::kLong))},
       {"fd_shapes", fd_shapes(probe, images, reference.images)},
+      {"fd_shapes_floor", fd_shapes(probe, real.images, reference.images)},
       {"sharpness", sharpness(images)},
       {"reference_sharpness", sharpness(reference.images)},
   };
+  if (pixel_patch >= 2 && pixel_patch < image_size) {
+    m["patch_texture"] = patch_texture(images, pixel_patch);
+    m["reference_patch_texture"] = patch_texture(reference.images, pixel_patch);
+  }
   // Per class: which classes the model draws recognisably (rows of the grid, per_class images each).
   for (std::size_t i = 0; i < names.size(); ++i) {
     const auto rows = torch::indexing::Slice(static_cast<std::int64_t>(i) * c.per_class,

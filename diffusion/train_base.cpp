@@ -16,6 +16,7 @@ DiTConfig build_config(const TrainBaseConfig& c, const shapes::Spec& spec) {
   d.in_channels = 3;
   d.num_classes = spec.num_labels();
   d.learn_sigma = c.learn_sigma;
+  d.final_conv = c.final_conv;
   d.class_dropout_prob = c.class_dropout;
   return d;
 }

@@ -27,6 +27,7 @@ struct TrainBaseConfig {
   std::string schedule = "linear";
   std::string prediction = "eps";
   bool learn_sigma = true;
+  bool final_conv = false;
   double class_dropout = 0.1;
   TrainSchedule train{.steps = 2000, .batch = 64, .warmup = 100, .grad_clip = 1.0, .checkpoint_every = 250};
   double lr = 3e-4;
@@ -49,6 +50,9 @@ struct TrainBaseConfig {
     v("schedule", schedule, "noise schedule", Choices{"linear", "scaled_linear", "cosine"});
     v("prediction", prediction, "what the network predicts", Choices{"eps", "v", "x0"});
     v("learn_sigma", learn_sigma, "learned-range variance with the hybrid MSE + VB loss");
+    v("final_conv", final_conv,
+      "residual 3x3 convolution across patch borders after the last layer (removes the "
+      "patch texture; Atelier only, not in official DiT checkpoints)");
     v("class_dropout", class_dropout, "label dropout for classifier-free guidance", Range{0, 1});
     train.fields(v);
     v("lr", lr, "AdamW learning rate (constant after warm-up)", Range{0, 1});

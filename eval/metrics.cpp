@@ -55,6 +55,34 @@ double sharpness(const torch::Tensor& images) {
   return lap.flatten(1).var(1).mean().item<double>();
 }
 
+double patch_texture(const torch::Tensor& images, std::int64_t patch) {
+  if (images.dim() != 4) fail("patch_texture: images must be [N, C, H, W], got ", images.sizes());
+  if (patch < 2 || images.size(2) <= patch || images.size(3) <= patch)
+    fail("patch_texture: patch size ", patch, " must be at least 2 and smaller than the images (", images.size(2), "x",
+         images.size(3), ")");
+  torch::NoGradGuard no_grad;
+  auto x = images.to(torch::kDouble);
+  double across = 0, within = 0;
+  std::int64_t n_across = 0, n_within = 0;
+  for (std::int64_t dim : {2, 3}) {
+    const auto len = x.size(dim);
+    auto d2 = (x.narrow(dim, 1, len - 1) - x.narrow(dim, 0, len - 1)).pow(2);  // d2[i]: pixels i and i+1
+    auto boundary = torch::zeros({len - 1}, torch::kBool);
+    for (std::int64_t i = patch - 1; i < len - 1; i += patch) boundary[i] = true;
+    auto shape = std::vector<std::int64_t>(4, 1);
+    shape[dim] = len - 1;
+    auto mask = boundary.view(shape).expand_as(d2);
+    across += d2.masked_select(mask).sum().item<double>();
+    within += d2.masked_select(~mask).sum().item<double>();
+    const auto per_line = d2.numel() / (len - 1);
+    const auto b = boundary.sum().item<std::int64_t>();
+    n_across += b * per_line;
+    n_within += (len - 1 - b) * per_line;
+  }
+  constexpr double kTiny = 1e-12;  // flat images: no edges anywhere reads as no texture (1)
+  return (across / n_across + kTiny) / (within / n_within + kTiny);
+}
+
 double probe_accuracy(ProbeNet& probe, const torch::Tensor& images, const torch::Tensor& labels) {
   return probe_predict(probe, images).eq(labels.to(torch::kLong)).to(torch::kDouble).mean().item<double>();
 }

@@ -18,6 +18,10 @@ double frechet_distance(const torch::Tensor& features_a, const torch::Tensor& fe
 double fd_shapes(ProbeNet& probe, const torch::Tensor& generated, const torch::Tensor& reference);
 // Sharpness: mean over images of the variance of the Laplacian of the grey image (pixel range 0-255).
 double sharpness(const torch::Tensor& images);
+// Patch texture: energy of differences between neighbouring pixels that straddle a patch boundary (every
+// `patch` pixels, both directions) over the energy of those inside patches, pooled over the set. Images
+// whose content ignores the patch grid score ~1; a generator that draws each patch apart scores higher.
+double patch_texture(const torch::Tensor& images, std::int64_t patch);
 // Fraction of images the probe labels as `labels` (in the probe's 13-way label space).
 double probe_accuracy(ProbeNet& probe, const torch::Tensor& images, const torch::Tensor& labels);
 // Mean cosine similarity of probe features of `images` to the mean feature of `reference`.

@@ -265,6 +265,7 @@ TEST_CASE("DiT official-key files round-trip bit-identically; config detected fr
   b.mlp_ratio = 2;
   b.num_classes = 5;
   b.learn_sigma = false;
+  b.final_conv = true;  // Atelier's border convolution is detected from its weights too
   TempDir dir("atelier-dit");
   int index = 0;
   for (const DiTConfig& c : {a, b}) {
@@ -318,6 +319,35 @@ TEST_CASE("DiT official-key files round-trip bit-identically; config detected fr
     CHECK(info.prefix == "ema.");
     CHECK(torch::equal(loaded->final_linear->weight, ema->final_linear->weight));
   }
+}
+
+TEST_CASE("DiT final_conv starts as the identity and then mixes neighbouring patches", "[dit]") {
+  DiTConfig c = tiny_config();
+  c.final_conv = true;
+  DiT with(c);
+  c.final_conv = false;
+  DiT without(c);
+  randomize(without, 21);
+  TensorMap tensors = module_tensors(*without);
+  CHECK_FALSE(tensors.count("final_conv.weight"));
+  tensors["final_conv.weight"] = module_tensors(*with).at("final_conv.weight");
+  tensors["final_conv.bias"] = module_tensors(*with).at("final_conv.bias");
+  CHECK(torch::count_nonzero(tensors["final_conv.weight"]).item<std::int64_t>() == 0);
+  load_module_tensors(*with, tensors, "", "test", /*strict=*/true);
+  torch::NoGradGuard no_grad;
+  with->eval();
+  without->eval();
+  auto x = torch::randn({2, c.in_channels, c.input_size, c.input_size});
+  auto t = torch::tensor({3.0f, 700.0f});
+  auto y = torch::tensor({std::int64_t{1}, std::int64_t{0}});
+  CHECK(torch::equal(with->forward(x, t, y), without->forward(x, t, y)));
+  // A centre tap on one channel: the output at a patch's border now depends on the next patch.
+  with->final_conv->weight.index_put_({0, 0, 1, 2}, 1.0);
+  auto plain = without->forward(x, t, y);
+  auto mixed = with->forward(x, t, y);
+  const auto p = c.patch_size;
+  auto border = plain.select(1, 0).select(2, p - 1) + plain.select(1, 0).select(2, p);
+  CHECK(max_abs_diff(mixed.select(1, 0).select(2, p - 1), border) < 1e-5);
 }
 
 TEST_CASE("DiT strict loading lists every problem in one error", "[dit]") {

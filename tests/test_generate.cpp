@@ -125,7 +125,11 @@ TEST_CASE("sample: a train_base model gives a labelled grid and Shapes metrics",
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   const json m = load_json_file(dir / "grid/metrics.json");
-  for (const char* key : {"probe_accuracy", "fd_shapes", "sharpness", "reference_sharpness"}) CHECK(m.contains(key));
+  for (const char* key : {"probe_accuracy", "fd_shapes", "fd_shapes_floor", "sharpness", "reference_sharpness",
+                          "patch_texture", "reference_patch_texture"})
+    CHECK(m.contains(key));
+  CHECK(m["patch_texture"].get<double>() > 0);
+  CHECK(m["fd_shapes_floor"].get<double>() >= 0);
   CHECK(m["probe_accuracy"].get<double>() >= 0.0);
   CHECK(m["probe_accuracy"].get<double>() <= 1.0);
   // Per-class accuracies (two classes, equal rows) average to the overall one.

@@ -26,6 +26,23 @@ TEST_CASE("sharpness is zero for flat images and grows with detail", "[metrics]"
             checker, torch::nn::functional::AvgPool2dFuncOptions(3).stride(1).padding(1))) < sharpness(checker));
 }
 
+TEST_CASE("patch texture is ~1 for images that ignore the grid and grows with per-patch offsets", "[metrics]") {
+  shapes::Spec spec;
+  auto real = shapes::make_batch(spec, 2, 0, 256).images;
+  const double base = patch_texture(real, 4);
+  CHECK(base == Approx(1.0).margin(0.15));
+  // A per-patch brightness offset (what a generator that draws each 4x4 patch apart produces).
+  Rng rng(3);
+  auto offsets = 0.1 * rng.randn({256, 1, 8, 8});
+  auto textured = real + torch::repeat_interleave(torch::repeat_interleave(offsets, 4, 2), 4, 3);
+  CHECK(patch_texture(textured, 4) > 1.5 * base);
+  // The same offsets on a grid the metric is not told about count as within-patch detail.
+  CHECK(patch_texture(textured, 3) < patch_texture(textured, 4));
+  CHECK(patch_texture(torch::zeros({2, 3, 16, 16}), 4) == Approx(1.0));
+  CHECK_THROWS_WITH(patch_texture(real, 1), Catch::Contains("patch size 1"));
+  CHECK_THROWS_WITH(patch_texture(real.select(0, 0), 4), Catch::Contains("[N, C, H, W]"));
+}
+
 TEST_CASE("the shipped Shapes probe recognises real test-split images, noisy ones too", "[metrics][assets]") {
   ProbeNet probe = load_probe(std::string(ATELIER_SOURCE_DIR) + "/assets/models/probe.safetensors");
   shapes::Spec base;
