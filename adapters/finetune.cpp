@@ -93,54 +93,6 @@ json report_trainable(DiT& model, const Tuning& tuning, const FineTuneConfig& c,
   return {{"trainable_parameters", trainable}, {"model_parameters", total}, {"trainable_fraction", fraction}};
 }
 
-// The trained tensors by name (DiT tensors, then LoRA factors) as a live set and its EMA, both
-// checkpointed; `scaled[i]`: tensor i takes lr * lr_scale.
-struct TrainedTensors {
-  std::vector<std::pair<std::string, torch::Tensor>> named;
-  std::vector<bool> scaled;
-  TensorSet live{nullptr}, ema{nullptr};
-
-  explicit TrainedTensors(const Tuning& tuning) : named(tuning.tensors), scaled(tuning.scaled_lr) {
-    if (tuning.lora)
-      for (std::size_t i = 0; i < tuning.lora->paths().size(); ++i) {
-        named.emplace_back(tuning.lora->paths()[i] + ".lora_A.weight", tuning.lora->layers()[i]->down);
-        named.emplace_back(tuning.lora->paths()[i] + ".lora_B.weight", tuning.lora->layers()[i]->up);
-        scaled.insert(scaled.end(), 2, true);
-      }
-    live = TensorSet(named, false);
-    ema = TensorSet(named, true);
-  }
-
-  // AdamW with two groups: lr for full fine-tuning's tensors, lr * lr_scale for the method's.
-  std::unique_ptr<torch::optim::AdamW> optimizer(double lr, double lr_scale) const {
-    std::vector<torch::Tensor> base_group, scaled_group;
-    for (std::size_t i = 0; i < named.size(); ++i) (scaled[i] ? scaled_group : base_group).push_back(named[i].second);
-    std::vector<torch::optim::OptimizerParamGroup> groups;
-    auto options = [](double rate) {
-      return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(rate).weight_decay(0));
-    };
-    if (!base_group.empty()) groups.emplace_back(base_group, options(lr));
-    if (!scaled_group.empty()) groups.emplace_back(scaled_group, options(lr * lr_scale));
-    return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(lr).weight_decay(0));
-  }
-
-  // Runs `f` with the EMA values in the model's trained tensors (model in eval mode), then puts the
-  // live values back.
-  template <class F>
-  void with_ema(DiT& model, F&& f) {
-    torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> kept;
-    for (std::size_t i = 0; i < named.size(); ++i) {
-      kept.push_back(live->values[i].detach().clone());
-      live->values[i].detach().copy_(ema->values[i]);
-    }
-    model->eval();
-    f();
-    for (std::size_t i = 0; i < named.size(); ++i) live->values[i].detach().copy_(kept[i]);
-    model->train();
-  }
-};
-
 struct Evaluation {
   double probe_accuracy = -1, fd_shapes = -1;
   json to_json() const { return {{"probe_accuracy", probe_accuracy}, {"fd_shapes", fd_shapes}}; }
@@ -285,13 +237,7 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
     write_file_atomic(file, before.to_json().dump(2));
   }
   auto write_adapter = [&] {
-    TensorMap tensors;
-    for (std::size_t i = 0; i < trained.named.size(); ++i)
-      tensors[trained.named[i].first] = trained.ema->values[i].detach();
-    if (tuning.lora)
-      for (const auto& [name, t] : tuning.lora->tensors())
-        if (name.size() > 6 && name.compare(name.size() - 6, 6, ".alpha") == 0) tensors[name] = t;
-    save_adapter(ctx.path(c.output), tensors,
+    save_adapter(ctx.path(c.output), trained.ema_tensors(tuning),
                  {adapter_method(c.tune.method), base_hash, info.class_names, tuning.settings, to_json(c)});
     ctx.report.artifact("adapter", ctx.path(c.output));
   };

@@ -84,6 +84,38 @@ TensorMap Tuning::adapter_tensors() const {
   return out;
 }
 
+TrainedTensors::TrainedTensors(const Tuning& tuning) : named(tuning.tensors), scaled(tuning.scaled_lr) {
+  if (tuning.lora)
+    for (std::size_t i = 0; i < tuning.lora->paths().size(); ++i) {
+      named.emplace_back(tuning.lora->paths()[i] + ".lora_A.weight", tuning.lora->layers()[i]->down);
+      named.emplace_back(tuning.lora->paths()[i] + ".lora_B.weight", tuning.lora->layers()[i]->up);
+      scaled.insert(scaled.end(), 2, true);
+    }
+  live = TensorSet(named, false);
+  ema = TensorSet(named, true);
+}
+
+std::unique_ptr<torch::optim::AdamW> TrainedTensors::optimizer(double lr, double lr_scale) const {
+  std::vector<torch::Tensor> base_group, scaled_group;
+  for (std::size_t i = 0; i < named.size(); ++i) (scaled[i] ? scaled_group : base_group).push_back(named[i].second);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  auto options = [](double rate) {
+    return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(rate).weight_decay(0));
+  };
+  if (!base_group.empty()) groups.emplace_back(base_group, options(lr));
+  if (!scaled_group.empty()) groups.emplace_back(scaled_group, options(lr * lr_scale));
+  return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(lr).weight_decay(0));
+}
+
+TensorMap TrainedTensors::ema_tensors(const Tuning& tuning) const {
+  TensorMap tensors;
+  for (std::size_t i = 0; i < named.size(); ++i) tensors[named[i].first] = ema->values[i].detach();
+  if (tuning.lora)
+    for (const auto& [name, t] : tuning.lora->tensors())
+      if (name.size() > 6 && name.compare(name.size() - 6, 6, ".alpha") == 0) tensors[name] = t;
+  return tensors;
+}
+
 Tuning prepare_tuning(DiT& model, const TuneSettings& s, Rng* init) {
   Tuning tuning;
   tuning.method = s.method;

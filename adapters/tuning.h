@@ -8,6 +8,7 @@
 //   full     every parameter but the fixed positional embedding.
 //   lora     LoRA factors on the target linears, plus the label table.
 #pragma once
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -17,6 +18,7 @@
 #include "adapters/lora.h"
 #include "core/config.h"
 #include "core/rng.h"
+#include "core/training_state.h"
 #include "diffusion/dit.h"
 #include "diffusion/model_file.h"
 
@@ -66,6 +68,36 @@ struct Tuning {
 
   std::int64_t numel() const;
   TensorMap adapter_tensors() const;  // DiT tensors by name + LoRA factors
+};
+
+// The trained tensors of a Tuning by name (DiT tensors, then LoRA factors) as a live set and its EMA, both
+// checkpointable TensorSets; `scaled[i]`: tensor i takes lr * lr_scale.
+struct TrainedTensors {
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  std::vector<bool> scaled;
+  TensorSet live{nullptr}, ema{nullptr};
+
+  explicit TrainedTensors(const Tuning& tuning);
+  // AdamW with two groups: lr for full fine-tuning's tensors, lr * lr_scale for the method's.
+  std::unique_ptr<torch::optim::AdamW> optimizer(double lr, double lr_scale) const;
+  // The EMA values (with the LoRA alphas the adapter file needs), by name: an adapter file's tensors.
+  TensorMap ema_tensors(const Tuning& tuning) const;
+
+  // Runs `f` with the EMA values in the model's trained tensors (model in eval mode), then puts the
+  // live values back.
+  template <class F>
+  void with_ema(DiT& model, F&& f) {
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> kept;
+    for (std::size_t i = 0; i < named.size(); ++i) {
+      kept.push_back(live->values[i].detach().clone());
+      live->values[i].detach().copy_(ema->values[i]);
+    }
+    model->eval();
+    f();
+    for (std::size_t i = 0; i < named.size(); ++i) live->values[i].detach().copy_(kept[i]);
+    model->train();
+  }
 };
 
 // Freezes `model`, adds what the method needs (gammas, LoRA attached to the model's hooks) and marks the

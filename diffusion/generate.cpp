@@ -82,6 +82,12 @@ torch::Tensor save_class_grid(DiT& model, const DiTModelInfo& info, std::int64_t
   SamplerSettings s;
   s.steps = steps;
   s.cfg_scale = cfg_scale;
+  return save_class_grid(model, info, per_class, s, seed, path, title, cancel);
+}
+
+torch::Tensor save_class_grid(DiT& model, const DiTModelInfo& info, std::int64_t per_class, const SamplerSettings& s,
+                              std::uint64_t seed, const std::filesystem::path& path, const std::string& title,
+                              const CancelToken* cancel) {
   std::vector<std::int64_t> labels;
   for (std::int64_t k = 0; k < static_cast<std::int64_t>(info.class_names.size()); ++k)
     labels.insert(labels.end(), per_class, k);

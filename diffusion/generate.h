@@ -44,6 +44,10 @@ torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor
 torch::Tensor save_class_grid(DiT& model, const DiTModelInfo& info, std::int64_t per_class, std::int64_t steps,
                               double cfg_scale, std::uint64_t seed, const std::filesystem::path& path,
                               const std::string& title, const CancelToken* cancel = nullptr);
+// The same with any sampler.
+torch::Tensor save_class_grid(DiT& model, const DiTModelInfo& info, std::int64_t per_class,
+                              const SamplerSettings& sampler, std::uint64_t seed, const std::filesystem::path& path,
+                              const std::string& title, const CancelToken* cancel = nullptr);
 // A sampler observer that throws Cancelled at the next step once `cancel` is requested (null: never).
 StepObserver cancel_observer(const CancelToken* cancel);
 // `samples` unchanged when every value is finite; else Error naming `what`.

@@ -2,6 +2,8 @@
 #include "adapters/finetune.h"
 #include "diffusion/generate.h"
 #include "diffusion/train_base.h"
+#include "distill/distill_steps.h"
+#include "distill/pso.h"
 #include "eval/train_probe.h"
 #include "studio/job_registry.h"
 
@@ -39,6 +41,14 @@ void register_builtin_jobs(JobRegistry& registry) {
                             "Merge concept adapters into one standalone model with every concept's token, plus "
                             "a preview row per concept",
                             &merge_job);
+  registry.add<DistillStepsConfig>("distill_steps",
+                                   "Distill a base DiT into a few-step student (consistency distillation, guidance "
+                                   "folded in; samples with the LCM sampler in 1-8 steps)",
+                                   &distill_steps_job);
+  registry.add<PsoConfig>("pso",
+                          "Tune a few-step model on a handful of target images with pairwise sample optimization "
+                          "(or naively, the baseline): LoRA or DiffFit adapter, before/after at 1/2/4 steps",
+                          &pso_job);
 }
 
 }  // namespace atelier
