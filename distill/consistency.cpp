@@ -78,8 +78,8 @@ torch::Tensor consistency_loss(DiT& student, DiT& target, DiT& teacher, const No
   auto t_prev = settings.steps.previous(t);
   auto x_t = add_noise(schedule, x0, noise, t);
 
-  auto online = consistency_function(student->forward(x_t, t, labels), x_t, t, schedule, prediction,
-                                     settings.timestep_scaling);
+  auto online =
+      consistency_function(student->forward(x_t, t, labels), x_t, t, schedule, prediction, settings.timestep_scaling);
   torch::Tensor goal;
   {
     torch::NoGradGuard no_grad;

@@ -155,10 +155,9 @@ void distill_steps_job(const DistillStepsConfig& c, JobContext& ctx) {
   teacher_sampler.cfg_scale = c.guidance;
   json m = json::object();
   std::map<std::string, double> headline;
-  const Measured t = evaluator.run(teacher, teacher_sampler, "teacher.png",
-                                   "teacher: ddim " + std::to_string(c.teacher_steps) + " steps, cfg " +
-                                       json(c.guidance).dump(),
-                                   ctx);
+  const Measured t =
+      evaluator.run(teacher, teacher_sampler, "teacher.png",
+                    "teacher: ddim " + std::to_string(c.teacher_steps) + " steps, cfg " + json(c.guidance).dump(), ctx);
   m["teacher"] = t.to_json();
   for (const std::int64_t n : c.eval_steps) {
     const std::string name = "student_" + std::to_string(n);

@@ -46,8 +46,8 @@ Targets load_targets(const PsoConfig& c, const DiTModelInfo& info) {
       const auto& name = folder.classes().at(static_cast<std::size_t>(folder.items()[i].label));
       const auto it = std::find(info.class_names.begin(), info.class_names.end(), name);
       if (it == info.class_names.end())
-        fail_field("images", c.images, ": sub-folder '", name, "' is not a class of the model (classes: ",
-                   json(info.class_names).dump(), ")");
+        fail_field("images", c.images, ": sub-folder '", name,
+                   "' is not a class of the model (classes: ", json(info.class_names).dump(), ")");
       labels.push_back(it - info.class_names.begin());
     }
     t.images = folder.batch(indices, size).first;
@@ -167,9 +167,10 @@ void pso_job(const PsoConfig& c, JobContext& ctx) {
         .to(device);
   };
   // copy = true: a frozen tensor the checkpoint holds (online refreshes overwrite it in place).
-  TensorSet pool(std::vector<std::pair<std::string, torch::Tensor>>{
-                     {"references", c.objective == PsoObjective::Pso ? references(frozen) : torch::zeros({1})}},
-                 true);
+  TensorSet pool(
+      std::vector<std::pair<std::string, torch::Tensor>>{
+          {"references", c.objective == PsoObjective::Pso ? references(frozen) : torch::zeros({1})}},
+      true);
   ctx.report.info(enum_name(c.objective) + " on " + std::to_string(targets.images.size(0)) + " target images, " +
                   enum_name(c.tune.method) + ": " + std::to_string(tuning.numel()) + " trainable parameters");
 
@@ -182,9 +183,9 @@ void pso_job(const PsoConfig& c, JobContext& ctx) {
   // Loop: PSO pairs each target image with a reference of its class at a timestep of the model's own
   // schedule, one shared noise; naive is the plain diffusion loss on the targets.
   Rng rng(static_cast<std::uint64_t>(c.seed) + 1);
-  TrainLoop loop(ctx, c.train,
-                 {{{"train.", trained.live.get()}, {"ema.", trained.ema.get()}, {"pool.", pool.get()}}, opt.get(),
-                  &rng});
+  TrainLoop loop(
+      ctx, c.train,
+      {{{"train.", trained.live.get()}, {"ema.", trained.ema.get()}, {"pool.", pool.get()}}, opt.get(), &rng});
   loop.clip(trained.live->values);
   loop.ema(*trained.ema, *trained.live, 0.0);  // no averaging: the adapter holds the trained values
   if (c.objective == PsoObjective::Pso && c.refresh_every > 0)

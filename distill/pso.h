@@ -60,8 +60,7 @@ struct PsoConfig {
     v("loss", loss.loss, "PSO loss: hinge (with the prior term) or logistic (against the frozen model)");
     v("beta", loss.beta, "PSO: margin sharpness beta", Range{0, 1e4});
     v("loser_weight", loss.loser_weight, "PSO: weight of the reference's error in the margin", Range{0, 100});
-    v("prior_weight", loss.prior_weight, "PSO hinge: weight of the prior term on the reference's error",
-      Range{0, 100});
+    v("prior_weight", loss.prior_weight, "PSO hinge: weight of the prior term on the reference's error", Range{0, 100});
     v("references", references, "PSO: reference images per class sampled from the model", Range{1, 4096});
     v("refresh_every", refresh_every, "PSO: re-sample the references from the tuned model every N steps (0: once)",
       Range{0, 1e9});

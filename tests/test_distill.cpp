@@ -124,7 +124,8 @@ TEST_CASE("consistency loss: gradients reach the student only; same seed, same l
                     Catch::Contains("original_steps"));
 }
 
-TEST_CASE("PSO: sigma^-2-weighted x0 errors and the logistic and hinge losses on hand-computed values", "[distill][pso]") {
+TEST_CASE("PSO: sigma^-2-weighted x0 errors and the logistic and hinge losses on hand-computed values",
+          "[distill][pso]") {
   auto x0 = torch::zeros({2, 3, 4, 4});
   auto err = weighted_x0_error(torch::ones({2, 3, 4, 4}), x0, torch::tensor({0.5, 0.8}, torch::kDouble));
   CHECK(err[0].item<double>() == Approx(1.0));  // abar / (1 - abar) = 1
@@ -174,8 +175,8 @@ TEST_CASE("distill_steps: a student that samples with LCM, teacher and student m
   load_dit_model(dir / "student/model.safetensors", &student_info);
   CHECK(student_info.class_names == teacher_info.class_names);
   json sample = {{"kind", "sample"}, {"model", (dir / "student/model.safetensors").string()},
-                 {"sampler", "lcm"},  {"steps", 2},
-                 {"cfg_scale", 1},    {"per_class", 1},
+                 {"sampler", "lcm"}, {"steps", 2},
+                 {"cfg_scale", 1},   {"per_class", 1},
                  {"probe", ""}};
   auto s = test::run_job_file(dir, sample, "grid");
   INFO(s.output);
@@ -198,9 +199,15 @@ TEST_CASE("distill_steps: a student that samples with LCM, teacher and student m
 TEST_CASE("distill_steps: SIGKILL, then --resume, ends with the uninterrupted student", "[distill][resume][cli]") {
   test::TempDir dir;
   const auto base = test::tiny_base_model(dir);
-  json j = {{"kind", "distill_steps"}, {"teacher", base.string()}, {"steps", 150},
-            {"batch", 4},              {"checkpoint_every", 3},    {"sample_every", 1000},
-            {"eval_steps", {1}},       {"teacher_steps", 1},       {"eval_per_class", 1},
+  json j = {{"kind", "distill_steps"},
+            {"teacher", base.string()},
+            {"steps", 150},
+            {"batch", 4},
+            {"checkpoint_every", 3},
+            {"sample_every", 1000},
+            {"eval_steps", {1}},
+            {"teacher_steps", 1},
+            {"eval_per_class", 1},
             {"probe", ""}};
   test::check_kill_and_resume(j, "model.safetensors");
 }
@@ -294,9 +301,13 @@ TEST_CASE("pso: SIGKILL, then --resume, ends with the uninterrupted adapter (onl
           "[distill][pso][resume][cli]") {
   test::TempDir dir;
   const auto student = tiny_student(dir);
-  json j = {{"kind", "pso"},          {"model", student.string()}, {"count", 4},         {"references", 2},
-            {"model_steps", 2},       {"lora_rank", 2},            {"lora_alpha", 2},    {"steps", 150},
-            {"batch", 2},             {"checkpoint_every", 3},     {"refresh_every", 5}, {"sample_every", 1000},
-            {"eval_steps", {1}},      {"eval_per_class", 1},       {"probe", ""}};
+  json j = {{"kind", "pso"},      {"model", student.string()},
+            {"count", 4},         {"references", 2},
+            {"model_steps", 2},   {"lora_rank", 2},
+            {"lora_alpha", 2},    {"steps", 150},
+            {"batch", 2},         {"checkpoint_every", 3},
+            {"refresh_every", 5}, {"sample_every", 1000},
+            {"eval_steps", {1}},  {"eval_per_class", 1},
+            {"probe", ""}};
   test::check_kill_and_resume(j, "adapter.safetensors");
 }
