@@ -13,6 +13,7 @@
 #include "diffusion/generate.h"
 #include "diffusion/objective.h"
 #include "diffusion/train_base.h"
+#include "eval/class_metrics.h"
 #include "eval/metrics.h"
 
 namespace atelier {
@@ -126,29 +127,20 @@ void write_metrics(const json& counts, const FineTuneConfig& c, const Evaluation
 // FD-shapes against real test-split images of the target domain.
 class Evaluator {
  public:
-  Evaluator(const FineTuneConfig& c, const shapes::Spec& spec, const std::vector<std::string>& classes) : c_(c) {
-    if (c.probe.empty()) return;
-    if (!std::filesystem::exists(c.probe)) fail_field("probe", c.probe, " does not exist (\"\" skips metrics)");
-    probe_ = load_probe(c.probe);
-    reference_ = shapes::make_batch(spec, 2, 0, c.reference_samples).images;
-    for (const auto& name : classes)
-      for (std::int64_t k = 0; k < c.eval_per_class; ++k) labels_.push_back(probe_label_of(name));
-  }
+  Evaluator(const FineTuneConfig& c, const shapes::Spec& spec, const std::vector<std::string>& classes)
+      : c_(c), metrics_(c.probe, classes, c.eval_per_class, &spec, c.reference_samples) {}
   Evaluation run(DiT& model, const DiTModelInfo& info, const std::string& file, const std::string& title,
                  JobContext& ctx) {
     auto images = save_class_grid(model, info, c_.eval_per_class, c_.preview.sample_steps, c_.preview.cfg_scale,
                                   static_cast<std::uint64_t>(c_.seed) + 5, ctx.path(file), title, &ctx.cancel);
     ctx.report.artifact(file, ctx.path(file));
-    if (!probe_) return {};
-    return {probe_accuracy(*probe_, images, torch::tensor(labels_, torch::kLong)),
-            fd_shapes(*probe_, images, reference_)};
+    if (!metrics_.has_probe()) return {};
+    return {metrics_.class_accuracy(images), metrics_.fd_shapes(images)};
   }
 
  private:
   const FineTuneConfig& c_;
-  std::optional<ProbeNet> probe_;
-  torch::Tensor reference_;
-  std::vector<std::int64_t> labels_;
+  ClassGridMetrics metrics_;
 };
 
 }  // namespace

@@ -14,7 +14,7 @@
 #include "diffusion/generate.h"
 #include "diffusion/model_file.h"
 #include "distill/consistency.h"
-#include "eval/labels.h"
+#include "eval/class_metrics.h"
 #include "eval/metrics.h"
 
 namespace atelier {
@@ -63,14 +63,8 @@ struct Measured {
 // Samples eval_per_class images per class with `sampler` into `file` and measures them.
 class Evaluator {
  public:
-  Evaluator(const DistillStepsConfig& c, const DiTModelInfo& info, const shapes::Spec& spec) : c_(c), info_(info) {
-    if (c.probe.empty()) return;
-    if (!std::filesystem::exists(c.probe)) fail_field("probe", c.probe, " does not exist (\"\" skips metrics)");
-    probe_ = load_probe(c.probe);
-    reference_ = shapes::make_batch(spec, 2, 0, c.reference_samples).images;
-    for (const auto& name : info.class_names)
-      for (std::int64_t k = 0; k < c.eval_per_class; ++k) labels_.push_back(probe_label_of(name));
-  }
+  Evaluator(const DistillStepsConfig& c, const DiTModelInfo& info, const shapes::Spec& spec)
+      : c_(c), info_(info), metrics_(c.probe, info.class_names, c.eval_per_class, &spec, c.reference_samples) {}
   Measured run(DiT& model, const SamplerSettings& sampler, const std::string& file, const std::string& title,
                JobContext& ctx) {
     torch::NoGradGuard no_grad;
@@ -83,9 +77,9 @@ class Evaluator {
                           static_cast<double>(images.size(0));
     ctx.report.artifact(file, ctx.path(file));
     m.sharpness = sharpness(images);
-    if (probe_) {
-      m.probe_accuracy = probe_accuracy(*probe_, images, torch::tensor(labels_, torch::kLong));
-      m.fd_shapes = fd_shapes(*probe_, images, reference_);
+    if (metrics_.has_probe()) {
+      m.probe_accuracy = metrics_.class_accuracy(images);
+      m.fd_shapes = metrics_.fd_shapes(images);
     }
     return m;
   }
@@ -93,9 +87,7 @@ class Evaluator {
  private:
   const DistillStepsConfig& c_;
   const DiTModelInfo& info_;
-  std::optional<ProbeNet> probe_;
-  torch::Tensor reference_;
-  std::vector<std::int64_t> labels_;
+  ClassGridMetrics metrics_;
 };
 
 }  // namespace

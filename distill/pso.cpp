@@ -15,7 +15,7 @@
 #include "diffusion/objective.h"
 #include "diffusion/train_base.h"
 #include "distill/consistency.h"
-#include "eval/labels.h"
+#include "eval/class_metrics.h"
 #include "eval/metrics.h"
 #include "samplers/samplers.h"
 
@@ -102,14 +102,11 @@ struct Measured {
 class Evaluator {
  public:
   Evaluator(const PsoConfig& c, const DiTModelInfo& info, const Targets& targets)
-      : c_(c), info_(info), styles_(targets.style_ids) {
-    if (c.probe.empty()) return;
-    if (!std::filesystem::exists(c.probe)) fail_field("probe", c.probe, " does not exist (\"\" skips metrics)");
-    probe_ = load_probe(c.probe);
-    if (targets.domain) reference_ = shapes::make_batch(*targets.domain, 2, 0, c.reference_samples).images;
-    for (const auto& name : info.class_names)
-      for (std::int64_t k = 0; k < c.eval_per_class; ++k) labels_.push_back(probe_label_of(name));
-  }
+      : c_(c),
+        info_(info),
+        styles_(targets.style_ids),
+        metrics_(c.probe, info.class_names, c.eval_per_class, targets.domain ? &*targets.domain : nullptr,
+                 c.reference_samples) {}
   Measured run(DiT& model, std::int64_t steps, const std::string& file, const std::string& title, JobContext& ctx) {
     model->eval();
     auto images = save_class_grid(model, info_, c_.eval_per_class, few_step_sampler(steps),
@@ -117,16 +114,15 @@ class Evaluator {
     ctx.report.artifact(file, ctx.path(file));
     Measured m;
     m.sharpness = sharpness(images);
-    if (!probe_) return m;
-    torch::NoGradGuard no_grad;
-    (*probe_)->eval();
-    const auto [label_logits, style_logits] = (*probe_)->forward(images);
-    m.class_accuracy = label_logits.argmax(1).eq(torch::tensor(labels_)).to(torch::kDouble).mean().item<double>();
+    if (!metrics_.has_probe()) return m;
+    m.class_accuracy = metrics_.class_accuracy(images);
     if (!styles_.empty()) {
-      const auto predicted = style_logits.argmax(1);
+      torch::NoGradGuard no_grad;
+      metrics_.probe()->eval();
+      const auto predicted = metrics_.probe()->forward(images).second.argmax(1);
       m.style_accuracy = torch::isin(predicted, torch::tensor(styles_)).to(torch::kDouble).mean().item<double>();
+      m.fd_shapes = metrics_.fd_shapes(images);
     }
-    if (reference_.defined()) m.fd_shapes = fd_shapes(*probe_, images, reference_);
     return m;
   }
 
@@ -134,9 +130,7 @@ class Evaluator {
   const PsoConfig& c_;
   const DiTModelInfo& info_;
   std::vector<std::int64_t> styles_;
-  std::optional<ProbeNet> probe_;
-  torch::Tensor reference_;
-  std::vector<std::int64_t> labels_;
+  ClassGridMetrics metrics_;
 };
 
 }  // namespace
