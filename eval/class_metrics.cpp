@@ -9,8 +9,7 @@
 namespace atelier {
 
 ClassGridMetrics::ClassGridMetrics(const std::string& probe, const std::vector<std::string>& class_names,
-                                   std::int64_t per_class, const shapes::Spec* domain,
-                                   std::int64_t reference_samples) {
+                                   std::int64_t per_class, const shapes::Spec* domain, std::int64_t reference_samples) {
   if (probe.empty()) return;
   if (!std::filesystem::exists(probe)) fail_field("probe", probe, " does not exist (\"\" skips metrics)");
   probe_ = load_probe(probe);
