@@ -59,7 +59,7 @@ Targets load_targets(const PsoConfig& c, const DiTModelInfo& info) {
   ShapesData data = from_json<ShapesData>(info.data);
   if (c.styles.empty()) fail_field("styles", "give at least one rendering style (or a folder in 'images')");
   data.styles = c.styles;
-  t.domain = with_field("styles", [&] { return data.spec(size); });
+  t.domain = data.spec(size);  // names the field ('styles') of a bad style itself
   for (int s : t.domain->styles) t.style_ids.push_back(s);
   const auto batch = shapes::make_batch(*t.domain, 0, 0, c.count);
   t.images = batch.images;
