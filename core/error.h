@@ -58,11 +58,14 @@ decltype(auto) with_context(F&& f, Parts&&... parts) {
 }
 
 // Runs f(); an Error thrown inside (a bad file the field names, say) becomes a FieldError of `field`:
-// "field 'base': <the error>".
+// "field 'base': <the error>". A FieldError that already names `field` passes unchanged.
 template <class F>
 decltype(auto) with_field(const std::string& field, F&& f) {
   try {
     return f();
+  } catch (const FieldError& e) {
+    if (e.field() == field) throw;
+    throw FieldError(field, "field '" + field + "': " + e.what());
   } catch (const Error& e) {
     throw FieldError(field, "field '" + field + "': " + e.what());
   }

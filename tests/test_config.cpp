@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include "core/config.h"
+#include "core/error.h"
 #include "core/report.h"
 #include "tests/helpers.h"
 
@@ -93,4 +94,20 @@ TEST_CASE("JSON-lines log round-trips events and skips a torn last line", "[conf
   CHECK(events[0].scalars.at("loss") == 0.5);
   CHECK(events[1].level == Event::Level::Warn);
   CHECK(events[2].path == "a.png");
+}
+
+TEST_CASE("with_field names its field once, and wraps other errors", "[config]") {
+  auto message = [](auto&& f) {
+    try {
+      f();
+    } catch (const FieldError& e) {
+      return e.field() + " | " + e.what();
+    }
+    return std::string("no error");
+  };
+  CHECK(message([] { with_field("styles", [] { fail("bad file"); }); }) == "styles | field 'styles': bad file");
+  CHECK(message([] { with_field("styles", [] { fail_field("styles", "'neon' is not a style"); }); }) ==
+        "styles | field 'styles': 'neon' is not a style");
+  CHECK(message([] { with_field("teacher", [] { fail_field("classes", "empty"); }); }) ==
+        "teacher | field 'teacher': field 'classes': empty");
 }
