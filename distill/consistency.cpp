@@ -90,4 +90,12 @@ torch::Tensor consistency_loss(DiT& student, DiT& target, DiT& teacher, const No
   return pseudo_huber(online, goal, settings.huber_c);
 }
 
+SamplerSettings few_step_sampler(std::int64_t steps) {
+  SamplerSettings s;
+  s.sampler = "lcm";
+  s.steps = steps;
+  s.cfg_scale = 1.0;
+  return s;
+}
+
 }  // namespace atelier

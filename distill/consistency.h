@@ -11,6 +11,7 @@
 
 #include "data/shapes.h"
 #include "diffusion/dit.h"
+#include "diffusion/generate.h"
 #include "samplers/schedule.h"
 
 namespace atelier {
@@ -64,5 +65,9 @@ struct ConsistencySettings {
 torch::Tensor consistency_loss(DiT& student, DiT& target, DiT& teacher, const NoiseSchedule& schedule,
                                Prediction prediction, const shapes::Batch& data, const ConsistencySettings& settings,
                                Rng& rng);
+
+// How a few-step model samples: the LCM sampler at `steps` steps with no guidance pass (guidance is
+// folded into a distilled student).
+SamplerSettings few_step_sampler(std::int64_t steps);
 
 }  // namespace atelier

@@ -43,14 +43,6 @@ DiT copy_of(DiT& source, const DiTConfig& config, torch::Device device, const st
   return out;
 }
 
-SamplerSettings student_sampler(std::int64_t steps) {
-  SamplerSettings s;
-  s.sampler = "lcm";
-  s.steps = steps;
-  s.cfg_scale = 1.0;  // guidance is folded into the student
-  return s;
-}
-
 struct Measured {
   double seconds_per_image = 0, sharpness = 0, probe_accuracy = -1, fd_shapes = -1;
   json to_json() const {
@@ -128,7 +120,7 @@ void distill_steps_job(const DistillStepsConfig& c, JobContext& ctx) {
   loop.clip(params);
   loop.ema(*target, *student, c.target_ema);
   loop.every(c.sample_every, [&](std::int64_t done) {
-    save_class_grid(target, info, 4, student_sampler(4), static_cast<std::uint64_t>(c.seed) + 3,
+    save_class_grid(target, info, 4, few_step_sampler(4), static_cast<std::uint64_t>(c.seed) + 3,
                     ctx.path("preview.png"), "step " + std::to_string(done) + ", lcm 4 steps", &ctx.cancel);
     ctx.report.artifact("preview", ctx.path("preview.png"));
     write_model();
@@ -154,7 +146,7 @@ void distill_steps_job(const DistillStepsConfig& c, JobContext& ctx) {
   for (const std::int64_t n : c.eval_steps) {
     const std::string name = "student_" + std::to_string(n);
     const Measured s =
-        evaluator.run(target, student_sampler(n), name + ".png", "student: lcm " + std::to_string(n) + " steps", ctx);
+        evaluator.run(target, few_step_sampler(n), name + ".png", "student: lcm " + std::to_string(n) + " steps", ctx);
     m[name] = s.to_json();
     m[name]["speedup"] = s.seconds_per_image > 0 ? t.seconds_per_image / s.seconds_per_image : 0.0;
     for (const auto& [key, value] : m[name].items()) headline[name + "/" + key] = value.get<double>();

@@ -67,14 +67,6 @@ Targets load_targets(const PsoConfig& c, const DiTModelInfo& info) {
   return t;
 }
 
-SamplerSettings few_step_sampler(std::int64_t steps) {
-  SamplerSettings s;
-  s.sampler = "lcm";
-  s.steps = steps;
-  s.cfg_scale = 1.0;
-  return s;
-}
-
 // `per_class` samples of every class of the model with its few-step sampler, from a fixed seed.
 torch::Tensor sample_classes(DiT& model, const DiTModelInfo& info, std::int64_t per_class, std::int64_t steps,
                              std::uint64_t seed, const CancelToken* cancel) {
