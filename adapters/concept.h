@@ -29,7 +29,7 @@ struct ConceptConfig {
   double lr = 1e-3;
   double token_lr = 1e-2;
   std::int64_t seed = 0;
-  PreviewSettings preview{.sample_every = 100, .sample_steps = 50, .cfg_scale = 4.0};
+  PreviewSettings preview{.sample_every = 100, .sample_steps = 50, .cfg_scale = 3.0};
   std::int64_t eval_samples = 32;
   std::string probe = "assets/models/probe.safetensors";
   std::string output = "adapter.safetensors";
@@ -70,7 +70,7 @@ struct MergeConfig {
   std::vector<double> block_weights;
   std::int64_t per_concept = 8;
   std::int64_t sample_steps = 50;
-  double cfg_scale = 4.0;
+  double cfg_scale = 3.0;
   std::int64_t seed = 0;
   std::int64_t eval_samples = 32;
   std::string probe = "assets/models/probe.safetensors";
@@ -85,7 +85,7 @@ struct MergeConfig {
     v("block_weights", block_weights, "one weight per DiT block for every LoRA update (empty: 1 each)",
       Range{-100, 100});
     v("per_concept", per_concept, "preview images per concept (one grid row each)", Range{1, 256});
-    v("sample_steps", sample_steps, "DDIM steps of the preview", Range{1, 1000});
+    v("sample_steps", sample_steps, "sampling steps (DPM++ 2M) of the preview", Range{1, 1000});
     v("cfg_scale", cfg_scale, "guidance scale of the preview", Range{0, 100});
     v("seed", seed, "seed of the preview noise", Range{0, 9e15});
     v("eval_samples", eval_samples, "samples per concept for the identity metrics", Range{1, 4096});

@@ -25,7 +25,7 @@ struct FineTuneConfig {
   double lr_scale = 10.0;
   double ema_decay = 0.99;
   std::int64_t seed = 0;
-  PreviewSettings preview{.sample_every = 100, .sample_steps = 50, .cfg_scale = 4.0};
+  PreviewSettings preview{.sample_every = 100, .sample_steps = 50, .cfg_scale = 3.0};
   std::int64_t eval_per_class = 16;
   std::string probe = "assets/models/probe.safetensors";
   std::int64_t reference_samples = 512;

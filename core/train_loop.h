@@ -61,12 +61,12 @@ struct TrainSchedule {
 struct PreviewSettings {
   std::int64_t sample_every = 100;
   std::int64_t sample_steps = 50;
-  double cfg_scale = 4.0;
+  double cfg_scale = 3.0;
 
   template <class V>
   void fields(V& v) {
     v("sample_every", sample_every, "steps between preview grids", Range{1, 1e9});
-    v("sample_steps", sample_steps, "DDIM steps of previews and evaluation samples", Range{1, 1000});
+    v("sample_steps", sample_steps, "sampling steps (DPM++ 2M) of previews and evaluation samples", Range{1, 1000});
     v("cfg_scale", cfg_scale, "guidance scale of previews and evaluation samples", Range{0, 100});
   }
 };

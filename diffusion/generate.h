@@ -16,9 +16,9 @@
 namespace atelier {
 
 struct SamplerSettings {
-  std::string sampler = "ddim";
+  std::string sampler = "dpmpp_2m";
   std::int64_t steps = 50;
-  double cfg_scale = 4.0;
+  double cfg_scale = 3.0;
   double eta = 0.0;
   std::string spacing = "auto";
 
@@ -38,9 +38,9 @@ struct SamplerSettings {
 torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor& labels, const SamplerSettings& s,
                        Rng& rng, const StepObserver& observe = {});
 
-// `per_class` samples of every class label (DDIM, fixed noise from `seed`), as a labelled PNG grid at
-// `path`; returns the images [K * per_class, C, H, W] on the CPU. Checks `cancel` at every sampler step
-// (throws Cancelled); non-finite samples are an Error and nothing is written.
+// `per_class` samples of every class label (the default sampler, DPM++ 2M; fixed noise from `seed`), as a labelled PNG
+// grid at `path`; returns the images [K * per_class, C, H, W] on the CPU. Checks `cancel` at every sampler step (throws
+// Cancelled); non-finite samples are an Error and nothing is written.
 torch::Tensor save_class_grid(DiT& model, const DiTModelInfo& info, std::int64_t per_class, std::int64_t steps,
                               double cfg_scale, std::uint64_t seed, const std::filesystem::path& path,
                               const std::string& title, const CancelToken* cancel = nullptr);

@@ -35,7 +35,7 @@ struct TrainBaseConfig {
   double ema_decay = 0.999;
   std::int64_t seed = 0;
   std::int64_t val_every = 250;
-  PreviewSettings preview{.sample_every = 1000, .sample_steps = 50, .cfg_scale = 4.0};
+  PreviewSettings preview{.sample_every = 1000, .sample_steps = 50, .cfg_scale = 3.0};
   std::string output = "model.safetensors";
   std::string device = "auto";
 

@@ -135,6 +135,7 @@ void distill_steps_job(const DistillStepsConfig& c, JobContext& ctx) {
   // Finish: the teacher (DDIM with guidance) and the student at each step count, side by side.
   Evaluator evaluator(c, info, spec);
   SamplerSettings teacher_sampler;
+  teacher_sampler.sampler = "ddim";
   teacher_sampler.steps = c.teacher_steps;
   teacher_sampler.cfg_scale = c.guidance;
   json m = json::object();

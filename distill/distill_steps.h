@@ -17,7 +17,7 @@ namespace atelier {
 struct DistillStepsConfig {
   std::string teacher = "assets/models/dit_shapes.safetensors";
   std::int64_t original_steps = 50;
-  double guidance = 4.0;
+  double guidance = 3.0;
   double huber_c = 0.001;
   TrainSchedule train{.steps = 2000, .batch = 32, .warmup = 0, .grad_clip = 1.0, .checkpoint_every = 250};
   double lr = 1e-4;

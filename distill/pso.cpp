@@ -98,7 +98,19 @@ class Evaluator {
         info_(info),
         styles_(targets.style_ids),
         metrics_(c.probe, info.class_names, c.eval_per_class, targets.domain ? &*targets.domain : nullptr,
-                 c.reference_samples) {}
+                 c.reference_samples) {
+    // Real images' sharpness of the model's own domain and of the target: a sample's sharpness relative to
+    // the real images of its domain separates blur from a style that is simply sharper or softer.
+    const int size = static_cast<int>(info.dit.input_size);
+    target_real_ =
+        sharpness(targets.domain ? shapes::make_batch(*targets.domain, 2, 0, kRealImages).images : targets.images);
+    if (info.data.is_object())
+      base_real_ = sharpness(shapes::make_batch(from_json<ShapesData>(info.data).spec(size), 2, 0, kRealImages).images);
+  }
+  // Sharpness of the student before tuning relative to its real images, of the tuned model relative to the
+  // target's real images (0 when the model's own domain is not Shapes).
+  double relative_before(double s) const { return base_real_ > 0 ? s / base_real_ : 0.0; }
+  double relative_after(double s) const { return base_real_ > 0 && target_real_ > 0 ? s / target_real_ : 0.0; }
   Measured run(DiT& model, std::int64_t steps, const std::string& file, const std::string& title, JobContext& ctx) {
     model->eval();
     auto images = save_class_grid(model, info_, c_.eval_per_class, few_step_sampler(steps),
@@ -121,8 +133,10 @@ class Evaluator {
  private:
   const PsoConfig& c_;
   const DiTModelInfo& info_;
+  static constexpr std::int64_t kRealImages = 256;
   std::vector<std::int64_t> styles_;
   ClassGridMetrics metrics_;
+  double target_real_ = 0, base_real_ = 0;
 };
 
 }  // namespace
@@ -244,6 +258,14 @@ void pso_job(const PsoConfig& c, JobContext& ctx) {
     const double ratio = before.sharpness > 0 ? after.sharpness / before.sharpness : 0.0;
     m[key]["sharpness_ratio"] = ratio;
     headline[key + "/sharpness_ratio"] = ratio;
+    const double rel_before = evaluator.relative_before(before.sharpness);
+    const double rel_after = evaluator.relative_after(after.sharpness);
+    if (rel_before > 0 && rel_after > 0) {
+      m[key]["before"]["relative_sharpness"] = rel_before;
+      m[key]["after"]["relative_sharpness"] = rel_after;
+      m[key]["relative_sharpness_ratio"] = rel_after / rel_before;
+      headline[key + "/relative_sharpness_ratio"] = rel_after / rel_before;
+    }
     for (const auto& [name, value] : m[key]["after"].items()) headline[key + "/" + name] = value.get<double>();
   }
   write_file_atomic(ctx.path("metrics.json"), m.dump(2) + "\n");
