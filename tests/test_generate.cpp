@@ -184,6 +184,21 @@ TEST_CASE("The shipped base model was trained by assets/jobs/base.json and sampl
   check_samples(path, json::object());
 }
 
+TEST_CASE("The shipped 4-step student was distilled by assets/jobs/distill_4step.json from the shipped base",
+          "[generate][assets]") {
+  const auto path = test::source_path("assets/models/dit_shapes_4step.safetensors");
+  const json job = load_json_file(test::source_path("assets/jobs/distill_4step.json"));
+  CHECK(job.at("teacher") == "assets/models/dit_shapes.safetensors");
+  DiTModelInfo student, teacher;
+  load_dit_model(path, &student);
+  load_dit_model(test::source_path("assets/models/dit_shapes.safetensors"), &teacher);
+  CHECK(student.class_names == teacher.class_names);
+  CHECK(student.dit.hidden_size == teacher.dit.hidden_size);
+  CHECK(student.dit.depth == teacher.dit.depth);
+  check_trained_by(path, job);
+  check_samples(path, {{"sampler", "lcm"}, {"steps", 4}, {"cfg_scale", 1}});
+}
+
 TEST_CASE("Every shipped job file is valid for its kind", "[generate][assets]") {
   const auto& registry = JobRegistry::builtin();
   int files = 0;
