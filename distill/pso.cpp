@@ -218,16 +218,12 @@ void pso_job(const PsoConfig& c, JobContext& ctx) {
     auto labels = winners.labels.to(device);
     auto pick = rng.randint(c.references, {c.train.batch}, on_device);
     auto losers = pool->values[0].index_select(0, labels * c.references + pick);
-    auto k = rng.randint(static_cast<std::int64_t>(timesteps.size()), {c.train.batch}, on_device);
-    auto t = torch::tensor(timesteps, on_device.dtype(torch::kLong)).index_select(0, k);
-    auto noise = rng.randn(winners.images.sizes(), on_device);
-    auto x0 = torch::cat({winners.images.to(device), losers});
-    auto tt = torch::cat({t, t}), yy = torch::cat({labels, labels});
-    auto x_t = add_noise(schedule, x0, torch::cat({noise, noise}), tt);
-    const auto abar = schedule.abar(tt);
+    const PsoPairs pairs = make_pso_pairs(schedule, winners.images.to(device), losers, timesteps, rng);
+    auto yy = torch::cat({labels, labels});
+    const auto abar = schedule.abar(pairs.t);
     auto errors = [&](DiT& net) {
-      auto f = consistency_function(net->forward(x_t, tt, yy), x_t, tt, schedule, prediction);
-      return weighted_x0_error(f, x0, abar).chunk(2);
+      auto f = consistency_function(net->forward(pairs.x_t, pairs.t, yy), pairs.x_t, pairs.t, schedule, prediction);
+      return weighted_x0_error(f, pairs.x0, abar).chunk(2);
     };
     auto e = errors(model);
     std::vector<torch::Tensor> r(2);

@@ -6,6 +6,24 @@
 
 namespace atelier {
 
+PsoPairs make_pso_pairs(const NoiseSchedule& schedule, const torch::Tensor& winners, const torch::Tensor& losers,
+                        const std::vector<std::int64_t>& timesteps, Rng& rng) {
+  if (winners.sizes() != losers.sizes())
+    fail("PSO pairs: winners ", winners.sizes(), " and losers ", losers.sizes(), " differ in shape");
+  if (timesteps.empty()) fail("PSO pairs: no timesteps to draw from");
+  const auto on_device = torch::TensorOptions().device(winners.device());
+  const auto batch = winners.size(0);
+  auto k = rng.randint(static_cast<std::int64_t>(timesteps.size()), {batch}, on_device);
+  auto t = torch::tensor(timesteps, on_device.dtype(torch::kLong)).index_select(0, k);
+  auto noise = rng.randn(winners.sizes(), on_device);
+  PsoPairs p;
+  p.x0 = torch::cat({winners, losers});
+  p.t = torch::cat({t, t});
+  p.noise = torch::cat({noise, noise});
+  p.x_t = add_noise(schedule, p.x0, p.noise, p.t);
+  return p;
+}
+
 torch::Tensor weighted_x0_error(const torch::Tensor& x0_hat, const torch::Tensor& x0, const torch::Tensor& abar) {
   if (x0_hat.sizes() != x0.sizes()) fail("weighted_x0_error: shapes ", x0_hat.sizes(), " and ", x0.sizes(), " differ");
   if (abar.dim() != 1 || abar.size(0) != x0.size(0))
@@ -19,7 +37,7 @@ torch::Tensor pso_loss(const PsoLossSettings& s, const torch::Tensor& winner, co
   auto d = winner - s.loser_weight * loser;
   if (s.loss == PsoLoss::Hinge) return torch::relu(1 + s.beta * d) + s.prior_weight * loser;
   if (!winner_ref.defined() || !loser_ref.defined()) fail("the logistic PSO loss needs the reference model's errors");
-  auto d_ref = winner_ref - s.loser_weight * loser_ref;
+  auto d_ref = winner_ref.detach() - s.loser_weight * loser_ref.detach();
   return -torch::log_sigmoid(s.beta * (d_ref - d));
 }
 

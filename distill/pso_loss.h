@@ -11,7 +11,11 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <vector>
+
 #include "core/config.h"
+#include "core/rng.h"
+#include "samplers/schedule.h"
 
 namespace atelier {
 
@@ -28,11 +32,21 @@ struct PsoLossSettings {
   double prior_weight = 0.5;  // hinge only
 };
 
+// One batch of pairs: winner i and loser i share one noise and one timestep, drawn uniformly from
+// `timesteps` (the model's own few-step schedule, never another timestep). Tensors have 2B rows, the
+// winners first: x0 (clean images), x_t (noised), t (timesteps), noise.
+struct PsoPairs {
+  torch::Tensor x0, x_t, t, noise;
+};
+PsoPairs make_pso_pairs(const NoiseSchedule& schedule, const torch::Tensor& winners, const torch::Tensor& losers,
+                        const std::vector<std::int64_t>& timesteps, Rng& rng);
+
 // Per-sample sigma^-2-weighted x0 error [N]; abar [N] (any float dtype).
 torch::Tensor weighted_x0_error(const torch::Tensor& x0_hat, const torch::Tensor& x0, const torch::Tensor& abar);
 
 // The per-sample PSO loss [N] from the trained model's errors (winner, loser) and, for the logistic
-// loss, the frozen reference model's errors (ignored by the hinge loss; may be undefined there).
+// loss, the frozen reference model's errors (ignored by the hinge loss; may be undefined there). No
+// gradient flows into the reference errors: the reference model stays frozen whatever it is given.
 torch::Tensor pso_loss(const PsoLossSettings& settings, const torch::Tensor& winner, const torch::Tensor& loser,
                        const torch::Tensor& winner_ref = {}, const torch::Tensor& loser_ref = {});
 

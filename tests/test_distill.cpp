@@ -13,6 +13,7 @@
 #include "diffusion/model_file.h"
 #include "distill/consistency.h"
 #include "distill/pso_loss.h"
+#include "samplers/samplers.h"
 #include "tests/helpers.h"
 
 using namespace atelier;
@@ -144,6 +145,45 @@ TEST_CASE("PSO: sigma^-2-weighted x0 errors and the logistic and hinge losses on
   // A winner error lower than the reference's lowers the loss: -log sigmoid(5 * 0.2).
   CHECK(pso_loss(logistic, w - 0.2, l, w, l)[0].item<double>() == Approx(std::log1p(std::exp(-1.0))));
   CHECK_THROWS_WITH(pso_loss(logistic, w, l), Catch::Contains("reference"));
+}
+
+TEST_CASE("PSO pairs: winner and loser share noise and timestep, drawn from the model's own schedule only",
+          "[distill][pso]") {
+  const auto schedule = NoiseSchedule::by_name("linear", 1000);
+  const auto timesteps = lcm_timesteps(1000, 4);  // 999, 759, 499, 259
+  torch::manual_seed(1);
+  auto winners = torch::rand({64, 3, 4, 4}) * 2 - 1, losers = torch::rand({64, 3, 4, 4}) * 2 - 1;
+  Rng rng(5);
+  const PsoPairs p = make_pso_pairs(schedule, winners, losers, timesteps, rng);
+  REQUIRE(p.x_t.size(0) == 128);
+  auto t_w = p.t.slice(0, 0, 64), t_l = p.t.slice(0, 64);
+  CHECK(torch::equal(t_w, t_l));
+  CHECK(torch::equal(p.noise.slice(0, 0, 64), p.noise.slice(0, 64)));
+  // Every timestep is one of the schedule's, and with 64 draws each of the four appears.
+  for (const auto t : timesteps) CHECK((t_w == t).any().item<bool>());
+  CHECK(torch::isin(t_w, torch::tensor(timesteps)).all().item<bool>());
+  // x_t is q(x_t | x0) with that shared noise: subtracting the clean parts leaves the same residual.
+  const auto abar = schedule.abar(p.t).to(torch::kFloat).view({-1, 1, 1, 1});
+  auto residual = (p.x_t - abar.sqrt() * p.x0) / (1 - abar).sqrt();
+  CHECK(torch::allclose(residual.slice(0, 0, 64), residual.slice(0, 64), 1e-4, 1e-5));
+  CHECK(torch::allclose(residual, p.noise, 1e-4, 1e-5));
+  // The same seed gives the same pairs; mismatched batches are refused.
+  Rng again(5);
+  CHECK(torch::equal(make_pso_pairs(schedule, winners, losers, timesteps, again).x_t, p.x_t));
+  CHECK_THROWS_WITH(make_pso_pairs(schedule, winners, losers.slice(0, 1), timesteps, rng), Catch::Contains("losers"));
+}
+
+TEST_CASE("PSO logistic loss: no gradient reaches the frozen reference model's errors", "[distill][pso]") {
+  PsoLossSettings logistic;
+  logistic.loss = PsoLoss::Logistic;
+  auto w = torch::tensor({0.3f, 0.1f}).requires_grad_(), l = torch::tensor({2.0f, 1.0f}).requires_grad_();
+  auto w_ref = torch::tensor({0.4f, 0.2f}).requires_grad_(), l_ref = torch::tensor({1.0f, 3.0f}).requires_grad_();
+  pso_loss(logistic, w, l, w_ref, l_ref).sum().backward();
+  REQUIRE(w.grad().defined());
+  CHECK(w.grad().abs().sum().item<double>() > 0);  // the trained model's errors get a gradient
+  CHECK(l.grad().abs().sum().item<double>() > 0);
+  CHECK_FALSE(w_ref.grad().defined());  // the reference's do not
+  CHECK_FALSE(l_ref.grad().defined());
 }
 
 TEST_CASE("distill_steps: a student that samples with LCM, teacher and student measured side by side",
