@@ -300,6 +300,12 @@ TEST_CASE("pso: PSO and naive adapters, before/after at each step count, applied
         for (const char* key : {"class_accuracy", "style_accuracy", "fd_shapes", "sharpness"})
           CHECK(m.at(steps).at(when).contains(key));
       CHECK(m.at(steps).contains("sharpness_ratio"));
+      // Sharpness relative to each domain's real images (the student's Shapes data, the target style).
+      const json& s = m.at(steps);
+      REQUIRE(s.contains("relative_sharpness_ratio"));
+      CHECK(s.at("relative_sharpness_ratio").get<double>() ==
+            Approx(s.at("after").at("relative_sharpness").get<double>() /
+                   s.at("before").at("relative_sharpness").get<double>()));
     }
     json sample = {{"kind", "sample"},
                    {"model", student.string()},
