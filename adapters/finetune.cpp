@@ -59,7 +59,7 @@ shapes::Spec retarget(DiT& model, DiTModelInfo& info, const FineTuneConfig& c, R
                     " (positional grid scaled to the base's)");
   }
   const auto classes = shapes_class_names(spec);
-  retarget_labels(model, info.class_names, classes, init_rng);
+  retarget_labels(model, info.class_names, classes, init_rng, c.label_init);
   info.class_names = classes;
   info.data = to_json(c.data);
   return spec;
@@ -215,7 +215,8 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
   DiffusionObjective objective(NoiseSchedule::by_name(info.schedule, info.num_train_timesteps),
                                prediction_by_name(info.prediction), model->config().learn_sigma);
   Rng rng(static_cast<std::uint64_t>(c.seed) + 1);
-  TrainLoop loop(ctx, c.train, {{{"train.", trained.live.get()}, {"ema.", trained.ema.get()}}, opt.get(), &rng});
+  TrainLoop loop(ctx, c.train, {{{"train.", trained.live.get()}, {"ema.", trained.ema.get()}}, opt.get(), &rng},
+                 c.lr_decay);
   loop.clip(trained.live->values);
   loop.ema(*trained.ema, *trained.live, c.ema_decay);
 

@@ -23,6 +23,8 @@ struct FineTuneConfig {
   TrainSchedule train{.steps = 300, .batch = 32, .warmup = 0, .grad_clip = 1.0, .checkpoint_every = 100};
   double lr = 1e-4;
   double lr_scale = 10.0;
+  LrDecay lr_decay = LrDecay::Constant;
+  LabelInit label_init = LabelInit::Random;
   double ema_decay = 0.99;
   std::int64_t seed = 0;
   PreviewSettings preview{.sample_every = 100, .sample_steps = 50, .cfg_scale = 3.0};
@@ -43,6 +45,10 @@ struct FineTuneConfig {
     train.fields(v);
     v("lr", lr, "AdamW learning rate of full fine-tuning", Range{0, 1});
     v("lr_scale", lr_scale, "learning-rate factor of DiffFit/BitFit/LoRA tensors (DiffFit: 10)", Range{0, 1e4});
+    v("lr_decay", lr_decay, "learning rate after warm-up: constant, or a cosine decay to 0 at the last step");
+    v("label_init", label_init,
+      "label rows of classes new to the base start as: random (N(0, 0.02)), mean (of the base's class rows) or "
+      "null (the base's unconditional row)");
     v("ema_decay", ema_decay, "EMA decay of the trained tensors (the adapter holds the EMA)", Range{0, 1});
     v("seed", seed, "seed of new label rows, LoRA init, noise, timesteps and label dropout", Range{0, 9e15});
     preview.fields(v);

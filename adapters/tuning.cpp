@@ -153,17 +153,23 @@ Tuning prepare_tuning(DiT& model, const TuneSettings& s, Rng* init) {
   return tuning;
 }
 
-void retarget_labels(DiT& model, const std::vector<std::string>& base, const std::vector<std::string>& target,
-                     Rng& rng) {
+void retarget_labels(DiT& model, const std::vector<std::string>& base, const std::vector<std::string>& target, Rng& rng,
+                     LabelInit init) {
   const auto& old = model->y_table->weight;
   const auto d = old.size(1);
   const bool has_null = model->config().class_dropout_prob > 0;
   auto table = rng.randn({static_cast<std::int64_t>(target.size()) + (has_null ? 1 : 0), d}) * 0.02;
   torch::NoGradGuard no_grad;
   table = table.to(old.options());
+  const std::int64_t base_classes = static_cast<std::int64_t>(base.size());
   for (std::size_t i = 0; i < target.size(); ++i) {
-    auto it = std::find(base.begin(), base.end(), target[i]);
-    if (it != base.end()) table[static_cast<std::int64_t>(i)].copy_(old[it - base.begin()]);
+    const auto row = static_cast<std::int64_t>(i);
+    if (auto it = std::find(base.begin(), base.end(), target[i]); it != base.end())
+      table[row].copy_(old[it - base.begin()]);
+    else if (init == LabelInit::Mean && base_classes > 0)
+      table[row].copy_(old.slice(0, 0, base_classes).mean(0));
+    else if (init == LabelInit::Null && has_null)
+      table[row].copy_(old[old.size(0) - 1]);
   }
   if (has_null) table[-1].copy_(old[old.size(0) - 1]);
   model->set_label_table(table);

@@ -108,10 +108,21 @@ Tuning prepare_tuning(DiT& model, const TuneSettings& settings, Rng* init = null
 // Registers blocks.i.gamma_attn / gamma_mlp (ones, one per channel) on the listed blocks.
 void add_gammas(DiT& model, const std::vector<std::int64_t>& blocks, const std::vector<std::string>& branches);
 
+// How the label rows of classes new to the base start: N(0, 0.02) (DiT's initialisation), the mean of
+// the base's class rows (an "average shape" to move from), or the base's null row (its unconditional
+// distribution).
+enum class LabelInit { Random, Mean, Null };
+inline const EnumNames<LabelInit>& enum_names(LabelInit) {
+  static const EnumNames<LabelInit> names = {
+      {LabelInit::Random, "random"}, {LabelInit::Mean, "mean"}, {LabelInit::Null, "null"}};
+  return names;
+}
+
 // Re-targets the label table to `target` class names: classes the base knows (by name) keep their
-// rows, new classes get N(0, 0.02) rows (DiT's initialisation) drawn from `rng`, the null row is kept.
-void retarget_labels(DiT& model, const std::vector<std::string>& base, const std::vector<std::string>& target,
-                     Rng& rng);
+// rows, new classes start as `init` says (random rows are drawn from `rng` either way, so the stream
+// after it does not depend on `init`), the null row is kept.
+void retarget_labels(DiT& model, const std::vector<std::string>& base, const std::vector<std::string>& target, Rng& rng,
+                     LabelInit init = LabelInit::Random);
 
 // Applies an adapter file to its base model (`base_source` names the base in errors): checks the adapter
 // was trained on a base whose model_hash is `base_hash` (the base's before any adapter), then restores input size,

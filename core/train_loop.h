@@ -74,6 +74,10 @@ struct PreviewSettings {
 // Learning rate over the run, as a factor of each optimizer group's own rate: linear warm-up over
 // `warmup` steps, then constant or a cosine decay to 0 at `steps`.
 enum class LrDecay { Constant, Cosine };
+inline const EnumNames<LrDecay>& enum_names(LrDecay) {
+  static const EnumNames<LrDecay> names = {{LrDecay::Constant, "constant"}, {LrDecay::Cosine, "cosine"}};
+  return names;
+}
 double scheduled_lr(double base_lr, std::int64_t step, std::int64_t warmup, std::int64_t steps, LrDecay decay);
 
 // What one training step returns: the loss to minimise and scalars to report next to it.

@@ -295,8 +295,9 @@ Image render(const Attributes& a, int size) {
   return img;
 }
 
-Batch make_batch(const Spec& spec, int split, std::int64_t first_index, std::int64_t count) {
+Batch make_batch(const Spec& spec, int split, std::int64_t first_index, std::int64_t count, int restyle) {
   if (split < 0 || split > 2) fail("Shapes split ", split, " is not train/val/test");
+  if (restyle >= static_cast<int>(style_names().size())) fail("Shapes style ", restyle, " does not exist");
   Batch b;
   b.images = torch::empty({count, 3, spec.size, spec.size});
   b.labels = torch::empty({count}, torch::kLong);
@@ -309,6 +310,7 @@ Batch make_batch(const Spec& spec, int split, std::int64_t first_index, std::int
     for (std::int64_t i = begin; i < end; ++i) {
       int label = 0;
       Attributes a = sample_attributes(spec, split, first_index + i, &label);
+      if (restyle >= 0) a.style = restyle;
       Image img = render(a, spec.size);
       for (std::int64_t p = 0; p < plane; ++p)
         for (int ch = 0; ch < 3; ++ch) out[(i * 3 + ch) * plane + p] = img.pixels[p * 3 + ch] / 127.5f - 1.0f;

@@ -64,6 +64,9 @@ struct Batch {
   torch::Tensor labels;  // [N] int64
   torch::Tensor styles;  // [N] int64
 };
-Batch make_batch(const Spec& spec, int split, std::int64_t first_index, std::int64_t count);
+// Samples first_index .. first_index + count - 1 of a split. With `restyle` >= 0 (an index into
+// style_names()), the same scenes (shape, colour, size, position, rotation, background) rendered in that
+// style instead: a ground-truth restyle of the batch drawn without it.
+Batch make_batch(const Spec& spec, int split, std::int64_t first_index, std::int64_t count, int restyle = -1);
 
 }  // namespace atelier::shapes

@@ -12,7 +12,7 @@
 namespace atelier {
 
 torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor& labels, const SamplerSettings& s,
-                       Rng& rng, const StepObserver& observe) {
+                       Rng& rng, const StepObserver& observe, const ImageInit* init) {
   torch::NoGradGuard no_grad;
   model->eval();
   const auto& dc = model->config();
@@ -33,19 +33,39 @@ torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor
   const auto T = schedule.size();
   // Noise is drawn on the CPU generator and moved, so a seed gives the same images on every device.
   auto x = rng.randn({n, dc.in_channels, dc.input_size, dc.input_size}, labels.options().dtype(torch::kFloat));
+  // With an image start: the list's tail, and the images noised to its first timestep with x as the noise.
+  auto start = [&](std::vector<std::int64_t> ts) {
+    if (init == nullptr) return ts;
+    if (init->images.sizes() != x.sizes())
+      fail("image-to-image: images ", init->images.sizes(), " do not match the model's samples ", x.sizes());
+    if (init->strength < 0 || init->strength > 1)
+      fail("image-to-image: strength ", init->strength, " is not in [0, 1]");
+    const auto keep =
+        std::min<std::size_t>(ts.size(), static_cast<std::size_t>(static_cast<double>(ts.size()) * init->strength));
+    ts.erase(ts.begin(), ts.end() - static_cast<std::ptrdiff_t>(keep));
+    if (!ts.empty()) {
+      const double abar = schedule.abar(ts.front());
+      x = std::sqrt(abar) * init->images.to(x.device()) + std::sqrt(1 - abar) * x;
+    }
+    return ts;
+  };
+  if (init != nullptr && s.sampler != "ddpm" && s.sampler != "ddim" && s.sampler != "dpmpp_2m")
+    fail("image-to-image needs the ddpm, ddim or dpmpp_2m sampler, not '", s.sampler, "'");
+  auto unchanged = [&] { return init->images.to(x.device()).clone(); };
   if (s.sampler == "ddpm") {
     DDPMOptions o;
     o.prediction = prediction;
     o.variance = dc.learn_sigma ? DDPMVariance::learned_range : DDPMVariance::fixed_small;
-    auto ts = s.spacing == "auto" ? respace(schedule, std::to_string(s.steps)).sampling_timesteps()
-                                  : spaced_timesteps(T, s.steps, spacing(Spacing::leading));
-    return sample_ddpm(schedule, o, denoise, x, ts, rng, observe);
+    auto ts = start(s.spacing == "auto" ? respace(schedule, std::to_string(s.steps)).sampling_timesteps()
+                                        : spaced_timesteps(T, s.steps, spacing(Spacing::leading)));
+    return ts.empty() ? unchanged() : sample_ddpm(schedule, o, denoise, x, ts, rng, observe);
   }
   if (s.sampler == "ddim") {
     DDIMOptions o;
     o.prediction = prediction;
     o.eta = s.eta;
-    return sample_ddim(schedule, o, denoise, x, spaced_timesteps(T, s.steps, spacing(Spacing::leading)), rng, observe);
+    auto ts = start(spaced_timesteps(T, s.steps, spacing(Spacing::leading)));
+    return ts.empty() ? unchanged() : sample_ddim(schedule, o, denoise, x, ts, rng, observe);
   }
   if (s.sampler == "euler" || s.sampler == "euler_a") {
     auto steps = sigma_steps(schedule, s.steps, spacing(Spacing::linspace));
@@ -53,9 +73,10 @@ torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor
     if (s.sampler == "euler") return sample_euler(prediction, denoise, x, steps, observe);
     return sample_euler_ancestral(prediction, denoise, x, steps, rng, observe);
   }
-  if (s.sampler == "dpmpp_2m")
-    return sample_dpmpp_2m(schedule, prediction, denoise, x,
-                           dpm_solver_timesteps(T, s.steps, spacing(Spacing::linspace)), observe);
+  if (s.sampler == "dpmpp_2m") {
+    auto ts = start(dpm_solver_timesteps(T, s.steps, spacing(Spacing::linspace)));
+    return ts.empty() ? unchanged() : sample_dpmpp_2m(schedule, prediction, denoise, x, ts, observe);
+  }
   if (s.sampler == "lcm") {
     LCMOptions o;
     o.prediction = prediction;

@@ -33,10 +33,18 @@ struct SamplerSettings {
   }
 };
 
+// Image-to-image start (SDEdit, Meng et al. 2022): `images` [N, C, H, W] noised to the first kept timestep
+// of the sampler's list, which keeps its last int(steps * strength) steps (diffusers' img2img rule).
+struct ImageInit {
+  torch::Tensor images;
+  double strength = 0.6;
+};
+
 // Generates one image per label. labels [N] int64 in the model's class space; returns [N, C, H, W].
-// The denoiser runs the conditional and null-label passes as one batch when cfg_scale != 1.
+// The denoiser runs the conditional and null-label passes as one batch when cfg_scale != 1. With `init`,
+// an edit of init->images instead (ddpm, ddim and dpmpp_2m; strength 0 returns them unchanged).
 torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor& labels, const SamplerSettings& s,
-                       Rng& rng, const StepObserver& observe = {});
+                       Rng& rng, const StepObserver& observe = {}, const ImageInit* init = nullptr);
 
 // `per_class` samples of every class label (the default sampler, DPM++ 2M; fixed noise from `seed`), as a labelled PNG
 // grid at `path`; returns the images [K * per_class, C, H, W] on the CPU. Checks `cancel` at every sampler step (throws

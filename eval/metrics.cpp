@@ -1,5 +1,7 @@
 #include "eval/metrics.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace atelier {
@@ -91,6 +93,65 @@ double feature_cosine(ProbeNet& probe, const torch::Tensor& images, const torch:
   auto f = probe_features(probe, images);
   auto r = probe_features(probe, reference).mean(0, true);
   return torch::cosine_similarity(f, r, 1).mean().item<double>();
+}
+
+double psnr(const torch::Tensor& a, const torch::Tensor& b) {
+  torch::NoGradGuard no_grad;
+  auto mse = (a.to(torch::kDouble) - b.to(torch::kDouble)).pow(2).flatten(1).mean(1).clamp_min(1e-12);
+  return (10.0 * torch::log10(4.0 / mse)).mean().item<double>();
+}
+
+std::vector<std::int64_t> kmeans_representatives(const torch::Tensor& features, std::int64_t k, Rng& rng,
+                                                 int iterations) {
+  torch::NoGradGuard no_grad;
+  auto x = features.to(torch::kCPU, torch::kDouble);
+  const auto n = x.size(0);
+  k = std::min(k, n);
+  if (k <= 0) return {};
+  // k-means++: each next centre drawn with probability proportional to the squared distance to the
+  // nearest centre chosen so far.
+  std::vector<std::int64_t> seeds{rng.randint(n, {1}).item<std::int64_t>()};
+  auto d2 = (x - x[seeds[0]]).pow(2).sum(1);
+  while (static_cast<std::int64_t>(seeds.size()) < k) {
+    const double total = d2.sum().item<double>();
+    std::int64_t next = 0;
+    if (total <= 0) {  // all remaining points coincide with centres: take the first unused one
+      while (std::find(seeds.begin(), seeds.end(), next) != seeds.end()) ++next;
+    } else {
+      const double u = rng.rand({1}).item<double>() * total;
+      next = std::min<std::int64_t>(n - 1, (d2.cumsum(0) < u).sum().item<std::int64_t>());
+    }
+    seeds.push_back(next);
+    d2 = torch::minimum(d2, (x - x[next]).pow(2).sum(1));
+  }
+  auto centres = x.index_select(0, torch::tensor(seeds));
+  torch::Tensor assign;
+  for (int it = 0; it < iterations; ++it) {
+    auto next_assign = torch::cdist(x, centres).argmin(1);
+    if (assign.defined() && next_assign.equal(assign)) break;
+    assign = next_assign;
+    for (std::int64_t c = 0; c < k; ++c) {
+      auto members = (assign == c).nonzero().squeeze(1);
+      if (members.numel() > 0) centres[c] = x.index_select(0, members).mean(0);
+    }
+  }
+  // The sample nearest each centre, each used once (a later cluster takes its next-nearest free sample).
+  auto dist = torch::cdist(centres, x);
+  std::vector<bool> used(static_cast<std::size_t>(n), false);
+  std::vector<std::int64_t> picked;
+  for (std::int64_t c = 0; c < k; ++c) {
+    auto order = dist[c].argsort();
+    for (std::int64_t j = 0; j < n; ++j) {
+      const auto i = order[j].item<std::int64_t>();
+      if (!used[static_cast<std::size_t>(i)]) {
+        used[static_cast<std::size_t>(i)] = true;
+        picked.push_back(i);
+        break;
+      }
+    }
+  }
+  std::sort(picked.begin(), picked.end());
+  return picked;
 }
 
 }  // namespace atelier

@@ -2,6 +2,9 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <vector>
+
+#include "core/rng.h"
 #include "eval/probe.h"
 
 namespace atelier {
@@ -26,5 +29,15 @@ double patch_texture(const torch::Tensor& images, std::int64_t patch);
 double probe_accuracy(ProbeNet& probe, const torch::Tensor& images, const torch::Tensor& labels);
 // Mean cosine similarity of probe features of `images` to the mean feature of `reference`.
 double feature_cosine(ProbeNet& probe, const torch::Tensor& images, const torch::Tensor& reference);
+
+// PSNR in dB between images in [-1, 1] (peak-to-peak 2), averaged over images.
+double psnr(const torch::Tensor& a, const torch::Tensor& b);
+
+// Representative subset (E2GAN's selection of training concepts and inputs): k-means on `features`
+// [N, D] (k-means++ seeding drawn from `rng`, then Lloyd iterations until no assignment changes or
+// `iterations`), and for each cluster the index of the sample nearest its centre. Returns min(k, N)
+// distinct indices, ascending.
+std::vector<std::int64_t> kmeans_representatives(const torch::Tensor& features, std::int64_t k, Rng& rng,
+                                                 int iterations = 100);
 
 }  // namespace atelier

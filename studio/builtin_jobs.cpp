@@ -3,6 +3,7 @@
 #include "diffusion/generate.h"
 #include "diffusion/train_base.h"
 #include "distill/distill_steps.h"
+#include "distill/e2gan.h"
 #include "distill/pso.h"
 #include "eval/train_probe.h"
 #include "studio/job_registry.h"
@@ -49,6 +50,18 @@ void register_builtin_jobs(JobRegistry& registry) {
                           "Tune a few-step model on a handful of target images with pairwise sample optimization "
                           "(or naively, the baseline): LoRA or DiffFit adapter, before/after at 1/2/4 steps",
                           &pso_job);
+  registry.add<E2GanDataConfig>("e2gan_data",
+                                "Edit images with a diffusion teacher (base DiT + an edit's adapter, SDEdit) into "
+                                "training pairs for E2GAN, with ground-truth restyles and k-means selection",
+                                &e2gan_data_job);
+  registry.add<E2GanBaseConfig>("e2gan_base",
+                                "Train one E2GAN generator (convolutions + one transformer block) on the pairs of "
+                                "several edits: LSGAN with a PatchGAN + L1 to the teacher",
+                                &e2gan_base_job);
+  registry.add<E2GanConceptConfig>("e2gan_concept",
+                                   "Learn a new edit on an E2GAN base: LoRA on the crucial layers with a rank search "
+                                   "(or the baselines: from scratch, full fine-tuning)",
+                                   &e2gan_concept_job);
 }
 
 }  // namespace atelier
