@@ -25,7 +25,8 @@ log() { printf '[setup] %s\n' "$*"; }
 
 # ---- Debian packages ---------------------------------------------------------------------------
 pkgs=(build-essential cmake ninja-build pkg-config ccache clang-format clang libclang-rt-14-dev python3 python3-venv
-      libopencv-core-dev libopencv-imgproc-dev libstb-dev nlohmann-json3-dev catch2 libcli11-dev libssl-dev)
+      libopencv-core-dev libopencv-imgproc-dev libstb-dev nlohmann-json3-dev catch2 libcli11-dev libssl-dev
+      libonnx-dev libprotobuf-dev)
 [ "$GUI" = ON ] && pkgs+=(libimgui-dev libglfw3-dev libgl-dev xvfb xauth fonts-dejavu-core
                          libgl1-mesa-dri libglx-mesa0)
 missing=()
@@ -63,6 +64,8 @@ print(pathlib.Path(spec.origin).parent)
 PY
 )
 cmake_args+=(-DATELIER_TORCH_ROOT="$TORCH_ROOT")
+# The runtimes the export_gan job checks its ONNX / ncnn exports with (.venv-parity).
+scripts/parity_venv.sh
 
 # ---- Configure and build -----------------------------------------------------------------------
 cmake -S . -B "$BUILD_DIR" "${cmake_args[@]}" ${ATELIER_CMAKE_ARGS:-} > "$BUILD_DIR.configure.log" 2>&1 \

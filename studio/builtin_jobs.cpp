@@ -4,6 +4,7 @@
 #include "diffusion/train_base.h"
 #include "distill/distill_steps.h"
 #include "distill/e2gan.h"
+#include "distill/e2gan_export.h"
 #include "distill/pso.h"
 #include "eval/train_probe.h"
 #include "studio/job_registry.h"
@@ -62,6 +63,10 @@ void register_builtin_jobs(JobRegistry& registry) {
                                    "Learn a new edit on an E2GAN base: LoRA on the crucial layers with a rank search "
                                    "(or the baselines: from scratch, full fine-tuning)",
                                    &e2gan_concept_job);
+  registry.add<ExportGanConfig>("export_gan",
+                                "Export an E2GAN generator with an edit folded in to ONNX and ncnn (fp32/fp16), "
+                                "with a parity report against the C++ generator and single-thread latency",
+                                &export_gan_job);
 }
 
 }  // namespace atelier
