@@ -105,6 +105,7 @@ struct E2GanBaseConfig {
     v("heads", generator.heads, "attention heads of the transformer block", Range{1, 64});
     v("edit_tokens", generator.edit_tokens, "learned tokens per edit", Range{1, 256});
     v("mlp_ratio", generator.mlp_ratio, "MLP hidden width / block width", Range{0.5, 16});
+    v("norm", generator.norm, "normalisation of the generator's convolutional stages", Choices{"none", "instance"});
     loss.fields(v);
     train.fields(v);
     v("eval_every", eval_every, "steps between held-out fidelity evaluations and preview grids", Range{1, 1e9});

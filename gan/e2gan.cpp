@@ -31,23 +31,26 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
 
 }  // namespace
 
-GanResBlockImpl::GanResBlockImpl(std::int64_t channels, std::shared_ptr<LayerHooks> hooks) : hooks_(std::move(hooks)) {
+GanResBlockImpl::GanResBlockImpl(std::int64_t channels, bool norm, std::shared_ptr<LayerHooks> hooks)
+    : hooks_(std::move(hooks)) {
   conv1 = register_module("conv1", conv3x3(channels, channels, 1));
-  norm1 = register_module("norm1", instance_norm(channels));
+  if (norm) norm1 = register_module("norm1", instance_norm(channels));
   conv2 = register_module("conv2", conv3x3(channels, channels, 1));
-  norm2 = register_module("norm2", instance_norm(channels));
+  if (norm) norm2 = register_module("norm2", instance_norm(channels));
 }
 
 torch::Tensor GanResBlockImpl::forward(const torch::Tensor& x) {
-  auto h = torch::relu(norm1(hooks_->conv2d(*conv1, x)));
-  return x + norm2(hooks_->conv2d(*conv2, h));
+  auto h = hooks_->conv2d(*conv1, x);
+  h = torch::relu(norm1 ? norm1(h) : h);
+  h = hooks_->conv2d(*conv2, h);
+  return x + (norm2 ? norm2(h) : h);
 }
 
-GanStageImpl::GanStageImpl(std::int64_t in, std::int64_t out, bool up_, bool norm_relu,
+GanStageImpl::GanStageImpl(std::int64_t in, std::int64_t out, bool up_, bool norm_, bool relu_,
                            std::shared_ptr<LayerHooks> hooks)
-    : up(up_), hooks_(std::move(hooks)) {
+    : up(up_), relu(relu_), hooks_(std::move(hooks)) {
   conv = register_module("conv", conv3x3(in, out, up ? 1 : 2));
-  if (norm_relu) norm = register_module("norm", instance_norm(out));
+  if (norm_ && relu) norm = register_module("norm", instance_norm(out));
 }
 
 torch::Tensor GanStageImpl::forward(const torch::Tensor& x) {
@@ -55,7 +58,8 @@ torch::Tensor GanStageImpl::forward(const torch::Tensor& x) {
                      x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest))
                : x;
   auto h = hooks_->conv2d(*conv, in);
-  return norm ? torch::relu(norm(h)) : h;
+  if (norm) h = norm(h);
+  return relu ? torch::relu(h) : h;
 }
 
 EditBlockImpl::EditBlockImpl(std::int64_t dim, std::int64_t heads_, double mlp_ratio, std::shared_ptr<LayerHooks> hooks)
@@ -87,15 +91,16 @@ E2GanGeneratorImpl::E2GanGeneratorImpl(const E2GanConfig& c) : config_(c) {
   if (c.channels.size() != 3) fail_field("channels", "needs three widths (strides 2, 4, 8), got ", c.channels.size());
   const auto c0 = c.channels[0], c1 = c.channels[1], c2 = c.channels[2];
   if (c2 % c.heads != 0) fail_field("heads", c.heads, " does not divide the last width ", c2);
+  const bool in = c.instance_norm();
   down = register_module(
-      "down", torch::nn::ModuleList(GanStage(3, c0, false, true, hooks_), GanStage(c0, c1, false, true, hooks_),
-                                    GanStage(c1, c2, false, true, hooks_)));
-  res = register_module(
-      "res", torch::nn::ModuleList(GanResBlock(c0, hooks_), GanResBlock(c0, hooks_), GanResBlock(c0, hooks_)));
+      "down", torch::nn::ModuleList(GanStage(3, c0, false, in, true, hooks_), GanStage(c0, c1, false, in, true, hooks_),
+                                    GanStage(c1, c2, false, in, true, hooks_)));
+  res = register_module("res", torch::nn::ModuleList(GanResBlock(c0, in, hooks_), GanResBlock(c0, in, hooks_),
+                                                     GanResBlock(c0, in, hooks_)));
   block = register_module("block", EditBlock(c2, c.heads, c.mlp_ratio, hooks_));
-  up = register_module("up",
-                       torch::nn::ModuleList(GanStage(c0, 3, true, false, hooks_), GanStage(c1, c0, true, true, hooks_),
-                                             GanStage(c2, c1, true, true, hooks_)));
+  up = register_module(
+      "up", torch::nn::ModuleList(GanStage(c0, 3, true, false, false, hooks_), GanStage(c1, c0, true, in, true, hooks_),
+                                  GanStage(c2, c1, true, in, true, hooks_)));
   edits = register_parameter("edits", torch::randn({c.num_edits, c.edit_tokens, c2}) * 0.02);
 }
 

@@ -3,22 +3,22 @@
 //
 // Generator, for an input of H x W (any multiple of 8):
 //
-//   down.0  conv 3x3 s2  3 -> c0, IN, ReLU          H/2     crucial
+//   down.0  conv 3x3 s2  3 -> c0, [IN], ReLU        H/2     crucial
 //   res.0, res.1  ResBlock(c0)                      H/2     frozen in a new edit
-//   down.1  conv 3x3 s2  c0 -> c1, IN, ReLU         H/4     crucial
-//   down.2  conv 3x3 s2  c1 -> c2, IN, ReLU         H/8     crucial
+//   down.1  conv 3x3 s2  c0 -> c1, [IN], ReLU       H/4     crucial
+//   down.2  conv 3x3 s2  c1 -> c2, [IN], ReLU       H/8     crucial
 //   block   pre-norm transformer on the H/8 tokens: self-attention, cross-attention to the edit's
 //           learned tokens (edits[e], [tokens, c2]), MLP                         crucial
-//   up.2    nearest x2, conv 3x3  c2 -> c1, IN, ReLU, + down.1's output       H/4     crucial
-//   up.1    nearest x2, conv 3x3  c1 -> c0, IN, ReLU, + res.1's output        H/2     crucial
+//   up.2    nearest x2, conv 3x3  c2 -> c1, [IN], ReLU, + down.1's output     H/4     crucial
+//   up.1    nearest x2, conv 3x3  c1 -> c0, [IN], ReLU, + res.1's output      H/2     crucial
 //   res.2   ResBlock(c0)                                                       H/2     frozen
 //   up.0    nearest x2, conv 3x3  c0 -> 3, tanh                                H       crucial
 //
 // The paper puts its one transformer block between a downsampling and an upsampling stage and keeps
 // the rest convolutional; Atelier places it at stride 8 (not 4) so self-attention stays cheap at
-// 256 x 256 (1,024 tokens), and adds the two skip connections (sums, not concatenations) so a 32 x 32
-// Shapes image keeps its geometry through a 4 x 4 bottleneck. Every Conv2d and Linear is called through
-// the generator's LayerHooks, so LoRA on the crucial layers attaches without touching the weights.
+// 256 x 256 (1,024 tokens), makes InstanceNorm ([IN]) optional (`norm`), and adds the two skip connections (sums, not
+// concatenations) so a 32 x 32 Shapes image keeps its geometry through a 4 x 4 bottleneck. Every Conv2d and Linear is
+// called through the generator's LayerHooks, so LoRA on the crucial layers attaches without touching the weights.
 #pragma once
 #include <torch/torch.h>
 
@@ -37,8 +37,13 @@ struct E2GanConfig {
   std::int64_t edit_tokens = 4;  // learned tokens per edit (cross-attention keys/values)
   std::int64_t num_edits = 1;
   double mlp_ratio = 2.0;
+  // Normalisation of the convolutional stages: per-image InstanceNorm (pix2pix), or none. Instance
+  // normalisation removes each channel's mean, which on small flat-coloured images loses the colours an
+  // edit has to keep.
+  std::string norm = "none";
 
   std::int64_t stride() const { return 8; }
+  bool instance_norm() const { return norm == "instance"; }
   template <class V>
   void fields(V& v) {
     v("channels", channels, "generator widths at strides 2, 4 and 8 (three values)", Range{1, 4096});
@@ -46,30 +51,32 @@ struct E2GanConfig {
     v("edit_tokens", edit_tokens, "learned tokens per edit, attended to by the cross-attention", Range{1, 256});
     v("num_edits", num_edits, "edits the generator knows (rows of its edit table)", Range{1, 100000});
     v("mlp_ratio", mlp_ratio, "MLP hidden width / block width", Range{0.5, 16});
+    v("norm", norm, "normalisation of the convolutional stages", Choices{"none", "instance"});
   }
 };
 
-// Conv 3x3 -> InstanceNorm (affine) -> ReLU, -> conv 3x3 -> InstanceNorm, + input.
+// Conv 3x3 -> [InstanceNorm (affine)] -> ReLU, -> conv 3x3 -> [InstanceNorm], + input.
 class GanResBlockImpl : public torch::nn::Module {
  public:
-  GanResBlockImpl(std::int64_t channels, std::shared_ptr<LayerHooks> hooks);
+  GanResBlockImpl(std::int64_t channels, bool norm, std::shared_ptr<LayerHooks> hooks);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr};
-  torch::nn::InstanceNorm2d norm1{nullptr}, norm2{nullptr};
+  torch::nn::InstanceNorm2d norm1{nullptr}, norm2{nullptr};  // null without normalisation
 
  private:
   std::shared_ptr<LayerHooks> hooks_;
 };
 TORCH_MODULE(GanResBlock);
 
-// Conv (stride 2 down, or nearest x2 then stride 1 up) -> optional InstanceNorm + ReLU.
+// Conv (stride 2 down, or nearest x2 then stride 1 up) -> [InstanceNorm] -> ReLU; the output stage
+// (`relu` false) is the convolution alone.
 class GanStageImpl : public torch::nn::Module {
  public:
-  GanStageImpl(std::int64_t in, std::int64_t out, bool up, bool norm_relu, std::shared_ptr<LayerHooks> hooks);
+  GanStageImpl(std::int64_t in, std::int64_t out, bool up, bool norm, bool relu, std::shared_ptr<LayerHooks> hooks);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Conv2d conv{nullptr};
-  torch::nn::InstanceNorm2d norm{nullptr};  // null for the output stage
-  bool up;
+  torch::nn::InstanceNorm2d norm{nullptr};  // null without normalisation and for the output stage
+  bool up, relu;
 
  private:
   std::shared_ptr<LayerHooks> hooks_;
