@@ -167,6 +167,35 @@ bool AppState::start_job(const JobForm& form, Owner owner, fs::path run_dir, boo
   }
 }
 
+bool AppState::export_gan_file(const ModelFileInfo& file) {
+  std::string generator, edit;
+  if (file.kind == "e2gan_generator") {
+    generator = file.path.string();
+  } else if (file.kind == "e2gan_edit") {
+    edit = file.path.string();
+    // The base generator the edit was trained on, as its e2gan_concept job named it.
+    auto it = file.metadata.find("atelier.config");
+    const json config = it == file.metadata.end() ? json() : json::parse(it->second, nullptr, false);
+    if (config.is_object() && config.value("generator", "") != "") generator = config["generator"].get<std::string>();
+    if (generator.empty() || !fs::exists(generator)) {
+      show_message(file.path.string() + ": its base generator " + (generator.empty() ? "is not recorded" : generator) +
+                       " is not here; export it from the Train panel (job kind export_gan) with the generator named",
+                   true);
+      return false;
+    }
+  } else {
+    show_message(file.path.string() + " is not an E2GAN generator or edit", true);
+    return false;
+  }
+  const JobKind& kind = registry().get("export_gan");
+  train.set_kind(kind);
+  train.set(kind, "generator", generator);
+  train.set(kind, "edit", edit);
+  if (!start_job(train, Owner::Train)) return false;
+  train_run_dir = job.run_dir.string();
+  return true;
+}
+
 void AppState::cancel_job() {
   if (session_) session_->cancel();
 }

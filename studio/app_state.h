@@ -101,6 +101,10 @@ class AppState {
   std::vector<ModelFileInfo> models;
   void refresh_models();
   std::string inspect_file, inspect_base, inspect_report;
+  std::string selected_model;  // path of the file selected in Models
+  // Starts `export_gan` (Train panel) for an E2GAN generator or edit file: ONNX + ncnn with the parity
+  // report. False with a message when the file is neither or a job is running.
+  bool export_gan_file(const ModelFileInfo& file);
   void request_report();  // compatibility report on a background thread
   bool report_pending() const { return report_task_.valid(); }
 

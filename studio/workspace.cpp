@@ -51,6 +51,13 @@ ModelFileInfo read_model_file_info(const fs::path& path) {
     } else if (kind == "dit") {
       info.kind = "dit";
       info.classes = json_list(h.metadata, "classes");
+    } else if (kind == "e2gan_generator") {
+      info.kind = kind;
+      info.classes = json_list(h.metadata, "edits");
+    } else if (kind == "e2gan_edit" || kind == "edit_pairs") {
+      info.kind = kind;
+      info.classes = {meta_or(h.metadata, "edit", "?")};
+      info.base_hash = meta_or(h.metadata, "base_hash", "");
     } else if (!kind.empty()) {
       info.kind = kind;
       info.classes = json_list(h.metadata, "classes");

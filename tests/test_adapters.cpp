@@ -142,6 +142,23 @@ TEST_CASE("Re-targeted label tables keep known classes and the null row", "[adap
   CHECK(torch::equal(w[2], old[0]));
   CHECK(torch::equal(w[4], old[3]));  // null row
   CHECK(w[1].std().item<double>() < 0.05);
+  // New rows may start as the mean of the base's class rows or as its null row instead; known rows,
+  // the null row and the random stream are unaffected.
+  for (LabelInit init : {LabelInit::Mean, LabelInit::Null}) {
+    DiT n = random_dit(4);
+    Rng r(0);
+    retarget_labels(n, {"a", "b", "c"}, {"c", "new", "a", "z"}, r, init);
+    const auto& v = n->y_table->weight;
+    const auto expected = init == LabelInit::Mean ? old.slice(0, 0, 3).mean(0) : old[3];
+    CHECK(torch::allclose(v[1], expected));
+    CHECK(torch::allclose(v[3], expected));
+    CHECK(torch::equal(v[0], old[2]));
+    CHECK(torch::equal(v[4], old[3]));
+    DiT plain = random_dit(4);
+    Rng p(0);
+    retarget_labels(plain, {"a", "b", "c"}, {"c", "new", "a", "z"}, p);
+    CHECK(torch::equal(r.randn({4}), p.randn({4})));  // the stream after it does not depend on `init`
+  }
 }
 
 TEST_CASE("Folding gammas and LoRA gives the adapted model's outputs", "[adapters][fold]") {

@@ -30,7 +30,9 @@ std::string joined(const std::vector<std::string>& v, std::size_t max) {
 
 void draw_models_panel(AppState& app, Ui& ui) {
   if (!ui.begin_panel("Models")) return;
-  static int selected = -1;
+  int selected = -1;
+  for (int i = 0; i < static_cast<int>(app.models.size()); ++i)
+    if (app.models[i].path.string() == app.selected_model) selected = i;
   if (ui.button("models.refresh", "Refresh")) app.refresh_models();
   ImGui::SameLine();
   ImGui::TextDisabled("%zu files in %s", app.models.size(), app.settings.workspace.c_str());
@@ -48,7 +50,8 @@ void draw_models_panel(AppState& app, Ui& ui) {
       const ModelFileInfo& m = app.models[i];
       ImGui::TableNextRow();
       ImGui::TableNextColumn();
-      if (ImGui::Selectable(m.path.string().c_str(), selected == i, ImGuiSelectableFlags_SpanAllColumns)) selected = i;
+      if (ImGui::Selectable(m.path.string().c_str(), selected == i, ImGuiSelectableFlags_SpanAllColumns))
+        app.selected_model = m.path.string();
       ImGui::TableNextColumn();
       if (!m.error.empty())
         ImGui::TextColored(ImVec4(1, 0.4f, 0.35f, 1), "unreadable");
@@ -81,6 +84,14 @@ void draw_models_panel(AppState& app, Ui& ui) {
     if (ImGui::SmallButton("use in Gallery") && m.kind == "dit") {
       app.gallery.values["model"] = m.path.string();
       app.gallery.validate(app.registry().get(app.gallery.kind));
+    }
+    if (m.kind == "e2gan_generator" || m.kind == "e2gan_edit") {
+      // Mobile export of a trained edit: the job runs in Train, which shows the parity report.
+      ImGui::TextDisabled("E2GAN %s: %s", m.kind == "e2gan_edit" ? "edit" : "generator", joined(m.classes, 6).c_str());
+      if (ui.button("models.export", "Export for mobile (ONNX + ncnn, parity report)", !app.job_running(),
+                    "a job is running") &&
+          app.export_gan_file(m))
+        ui.focus = "Train";
     }
   }
   ImGui::Separator();

@@ -23,6 +23,7 @@ const std::map<std::string, std::size_t>& arity() {
                                                        {"screenshot", 1},
                                                        {"open_folder", 1},
                                                        {"refresh_models", 0},
+                                                       {"select_model", 1},
                                                        {"check", 2},
                                                        {"wait_tasks", 0},
                                                        {"expect_message", 1},
@@ -153,6 +154,8 @@ void Script::update(AppState& app, Ui& ui, double now) {
         app.open_folder(c.args[1]);
       } else if (op == "refresh_models") {
         app.refresh_models();
+      } else if (op == "select_model") {
+        app.selected_model = c.args[1];
       } else if (op == "check") {
         app.inspect_file = c.args[1];
         app.inspect_base = c.args[2];

@@ -8,6 +8,7 @@
 //   wait_step N [SECONDS]      job progress reaches step N       wait_artifact KIND [SECONDS]  a new artifact
 //   wait_frames N              let N frames render               screenshot NAME    save NAME.png
 //   open_folder PATH           open an image folder in Data      refresh_models     rescan the workspace
+//   select_model PATH          select a file in Models (as listed there)
 //   check FILE BASE            compatibility report (Models)     wait_tasks [SECONDS]  reports, folders written
 //   expect_message TEXT        the message bar contains TEXT     expect_error FORM FIELD  field is marked invalid
 //   quit

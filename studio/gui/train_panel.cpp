@@ -6,6 +6,8 @@
 #include <cfloat>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <vector>
 
 #include "studio/gui/gui.h"
@@ -47,6 +49,21 @@ void draw_live(const JobView& job, Ui& ui) {
     std::snprintf(label, sizeof(label), "validation loss %.4f", val.back());
     ImGui::PlotLines("##val", val.data(), static_cast<int>(val.size()), 0, label, FLT_MAX, FLT_MAX,
                      ImVec2(ImGui::GetContentRegionAvail().x, 60 * ui.scale));
+  }
+  // An export's parity report (export_gan): the exported files against the C++ generator, and latency.
+  if (auto parity = job.artifacts.find("parity"); parity != job.artifacts.end()) {
+    static std::filesystem::path shown;
+    static std::string text;
+    if (shown != parity->second) {
+      std::ifstream in(parity->second);
+      text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      shown = parity->second;
+    }
+    ImGui::Text("export report: %s", parity->second.string().c_str());
+    ImGui::BeginChild("parity", ImVec2(0, ImGui::GetTextLineHeightWithSpacing() * 14), true,
+                      ImGuiWindowFlags_HorizontalScrollbar);
+    ImGui::TextUnformatted(text.c_str());
+    ImGui::EndChild();
   }
   auto preview = job.artifacts.find("preview");
   if (preview != job.artifacts.end()) {
