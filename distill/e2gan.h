@@ -133,11 +133,12 @@ struct E2GanConceptConfig {
   std::string edit;
   EditMethod method = EditMethod::LoRA;
   bool search = true;
-  std::vector<std::int64_t> ranks{1, 2, 4, 8};
+  std::vector<std::int64_t> ranks{0, 1, 2, 4, 8};
   std::int64_t rank = 4;
   std::int64_t search_steps = 150;
   double tolerance = 0.02;
   GanLossSettings loss{.lr = 1e-3};
+  LrDecay lr_decay = LrDecay::Cosine;
   TrainSchedule train{.steps = 1000, .batch = 32, .warmup = 0, .grad_clip = 0.0, .checkpoint_every = 250};
   std::int64_t eval_every = 250;
   std::int64_t seed = 0;
@@ -152,13 +153,14 @@ struct E2GanConceptConfig {
     v("edit", edit, "name of the new edit (empty: the pairs' edit name)");
     v("method", method, "lora (E2GAN: LoRA on the crucial layers), scratch (pix2pix-style) or full fine-tuning");
     v("search", search, "lora: search a rank per layer group (else `rank` everywhere)");
-    v("ranks", ranks, "lora: candidate ranks of the search", Range{1, 1024});
+    v("ranks", ranks, "lora: candidate ranks of the search (0: the group gets no LoRA)", Range{0, 1024});
     v("rank", rank, "lora: the rank of every group without a search", Range{1, 1024});
     v("search_steps", search_steps, "lora: training steps of each search trial", Range{1, 1e6});
     v("tolerance", tolerance,
       "lora: a group takes the smallest rank whose held-out L1 is within this fraction of its best trial",
       Range{0, 10});
     loss.fields(v);
+    v("lr_decay", lr_decay, "learning rate over the run: constant, or a cosine decay to 0 at the last step");
     train.fields(v);
     v("eval_every", eval_every, "steps between held-out fidelity evaluations and preview grids", Range{1, 1e9});
     v("seed", seed, "seed of initialisation, LoRA and batches", Range{0, 9e15});

@@ -22,6 +22,15 @@ bool has(const std::vector<std::string>& list, const std::string& value) {
 }
 
 // Every check of a request that needs no file written, so a bad request leaves the run folder empty.
+// A parity tool path (the venv's Python, the script): as given when it exists, else a relative path taken
+// from the source tree this build came from (the studio runs jobs from its workspace folder).
+std::string tool_path(const std::string& p) {
+  const std::filesystem::path path(p);
+  if (path.is_absolute() || std::filesystem::exists(path)) return p;
+  const auto in_tree = std::filesystem::path(ATELIER_SOURCE_DIR) / path;
+  return std::filesystem::exists(in_tree) ? in_tree.string() : p;
+}
+
 void check_request(const ExportGanConfig& c) {
   if (c.generator.empty()) fail_field("generator", "is required: a generator file (e2gan_base)");
   check_export_size(c.size, c.size, "size");
@@ -33,10 +42,10 @@ void check_request(const ExportGanConfig& c) {
   if (stem.has_extension())
     fail_field("output", "'", c.output, "' has an extension; give the stem only (the job adds .onnx, .param, .bin)");
   if (c.parity) {
-    if (!std::filesystem::exists(c.python))
+    if (!std::filesystem::exists(tool_path(c.python)))
       fail_field("parity", "the parity venv's Python '", c.python,
                  "' does not exist: run scripts/parity_venv.sh (or set parity to false)");
-    if (!std::filesystem::exists(c.script)) fail_field("script", "'", c.script, "' does not exist");
+    if (!std::filesystem::exists(tool_path(c.script))) fail_field("script", "'", c.script, "' does not exist");
   }
 }
 
@@ -76,7 +85,7 @@ TensorMap parity_reference(E2GanGenerator& g, const torch::Tensor& tokens, const
 // Runs the parity script; returns parity.json. Error with the tail of its log when it fails.
 json run_parity(const ExportGanConfig& c, JobContext& ctx) {
   const auto log = ctx.path("parity.log");
-  const std::string cmd = quoted(c.python) + " " + quoted(c.script) + " --dir " + quoted(ctx.run_dir.string()) +
+  const std::string cmd = quoted(tool_path(c.python)) + " " + quoted(tool_path(c.script)) + " --dir " + quoted(ctx.run_dir.string()) +
                           " --stem " + quoted(c.output) + " --formats " + joined(c.formats) + " --precisions " +
                           joined(c.precisions) + " --threads " + std::to_string(c.threads) + " --runs " +
                           std::to_string(c.runs) + " --fp32-tolerance " + std::to_string(c.fp32_tolerance) +

@@ -173,10 +173,13 @@ bool AppState::export_gan_file(const ModelFileInfo& file) {
     generator = file.path.string();
   } else if (file.kind == "e2gan_edit") {
     edit = file.path.string();
-    // The base generator the edit was trained on, as its e2gan_concept job named it.
+    // The base generator the edit was trained on: its absolute path as e2gan_concept recorded it, else
+    // the path its job named.
+    if (auto g = file.metadata.find("generator"); g != file.metadata.end()) generator = g->second;
     auto it = file.metadata.find("atelier.config");
     const json config = it == file.metadata.end() ? json() : json::parse(it->second, nullptr, false);
-    if (config.is_object() && config.value("generator", "") != "") generator = config["generator"].get<std::string>();
+    if ((generator.empty() || !fs::exists(generator)) && config.is_object() && config.value("generator", "") != "")
+      generator = config["generator"].get<std::string>();
     if (generator.empty() || !fs::exists(generator)) {
       show_message(file.path.string() + ": its base generator " + (generator.empty() ? "is not recorded" : generator) +
                        " is not here; export it from the Train panel (job kind export_gan) with the generator named",
