@@ -610,10 +610,10 @@ void e2gan_concept_job(const E2GanConceptConfig& c, JobContext& ctx) {
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (std::size_t k = 0; k < trained.size(); ++k) named.emplace_back("t" + std::to_string(k), trained[k]);
   TensorSet trained_set(named, /*copy=*/false);
-  TrainLoop loop(ctx, c.train,
-                 {{{"trained.", trained_set.get()}, {"discriminator.", gan.discriminator().get()}}, opt.get(),
-                  &gan.rng()},
-                 c.lr_decay);
+  TrainLoop loop(
+      ctx, c.train,
+      {{{"trained.", trained_set.get()}, {"discriminator.", gan.discriminator().get()}}, opt.get(), &gan.rng()},
+      c.lr_decay);
   loop.clip(trained);
   auto evaluate = [&](std::int64_t done) {
     const Fidelity f = fidelity(g, ref, val, probe ? &*probe : nullptr);

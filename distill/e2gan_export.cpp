@@ -85,12 +85,12 @@ TensorMap parity_reference(E2GanGenerator& g, const torch::Tensor& tokens, const
 // Runs the parity script; returns parity.json. Error with the tail of its log when it fails.
 json run_parity(const ExportGanConfig& c, JobContext& ctx) {
   const auto log = ctx.path("parity.log");
-  const std::string cmd = quoted(tool_path(c.python)) + " " + quoted(tool_path(c.script)) + " --dir " + quoted(ctx.run_dir.string()) +
-                          " --stem " + quoted(c.output) + " --formats " + joined(c.formats) + " --precisions " +
-                          joined(c.precisions) + " --threads " + std::to_string(c.threads) + " --runs " +
-                          std::to_string(c.runs) + " --fp32-tolerance " + std::to_string(c.fp32_tolerance) +
-                          " --fp16-tolerance " + std::to_string(c.fp16_tolerance) + " > " + quoted(log.string()) +
-                          " 2>&1";
+  const std::string cmd = quoted(tool_path(c.python)) + " " + quoted(tool_path(c.script)) + " --dir " +
+                          quoted(ctx.run_dir.string()) + " --stem " + quoted(c.output) + " --formats " +
+                          joined(c.formats) + " --precisions " + joined(c.precisions) + " --threads " +
+                          std::to_string(c.threads) + " --runs " + std::to_string(c.runs) + " --fp32-tolerance " +
+                          std::to_string(c.fp32_tolerance) + " --fp16-tolerance " + std::to_string(c.fp16_tolerance) +
+                          " > " + quoted(log.string()) + " 2>&1";
   const int rc = std::system(cmd.c_str());
   if (rc != 0) {
     std::string text = std::filesystem::exists(log) ? read_file(log) : std::string();
