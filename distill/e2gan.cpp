@@ -297,15 +297,13 @@ class GanTraining {
 
   // Adam over the generator's trained tensors (group 0) and the discriminator (group 1).
   std::unique_ptr<torch::optim::Adam> optimizer(const std::vector<torch::Tensor>& trained) {
-    auto opt = std::make_unique<torch::optim::Adam>(
-        std::vector<torch::optim::OptimizerParamGroup>{
-            torch::optim::OptimizerParamGroup(trained, std::make_unique<torch::optim::AdamOptions>(loss_.lr)),
-            torch::optim::OptimizerParamGroup(d_->parameters(),
-                                              std::make_unique<torch::optim::AdamOptions>(loss_.lr_d))},
-        torch::optim::AdamOptions(loss_.lr).betas({loss_.beta1, 0.999}));
-    for (auto& group : opt->param_groups())
-      static_cast<torch::optim::AdamOptions&>(group.options()).betas({loss_.beta1, 0.999});
-    return opt;
+    auto options = [&](double lr) {
+      return std::make_unique<torch::optim::AdamOptions>(torch::optim::AdamOptions(lr).betas({loss_.beta1, 0.999}));
+    };
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    groups.emplace_back(trained, options(loss_.lr));
+    groups.emplace_back(d_->parameters(), options(loss_.lr_d));
+    return std::make_unique<torch::optim::Adam>(std::move(groups), *options(loss_.lr));
   }
 
   TrainStep step(std::int64_t batch) {
