@@ -128,7 +128,7 @@ inline const EnumNames<EditMethod>& enum_names(EditMethod) {
 }
 
 struct E2GanConceptConfig {
-  std::string generator = "generator.safetensors";
+  std::string generator;
   std::string pairs;
   std::string edit;
   EditMethod method = EditMethod::LoRA;

@@ -36,7 +36,7 @@ FoldedGenerator fold_edit(const std::string& generator_file, const std::string& 
                           const std::string& edit_name);
 
 struct ExportGanConfig {
-  std::string generator = "generator.safetensors";
+  std::string generator;
   std::string edit;
   std::string edit_name;
   std::int64_t size = 256;

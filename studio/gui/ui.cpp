@@ -241,9 +241,17 @@ bool path_field(Ui& /*ui*/, const char* label, std::string& path, bool folders, 
 
 namespace {
 
-bool is_path_field(const std::string& name) {
-  return name == "model" || name == "base" || name == "images" || name == "vae" || name == "probe" || name == "init" ||
-         name == "teacher" || name == "data_dir";
+// A string field naming one file or folder: what the job declares as an input (Input::File, Model,
+// ImageFolder), plus the older fields that name files without declaring it.
+bool is_path_field(const FieldInfo& f) {
+  if (f.input) return *f.input != Input::Adapters;
+  const std::string& n = f.name;
+  return n == "model" || n == "base" || n == "images" || n == "vae" || n == "probe" || n == "init" || n == "teacher" ||
+         n == "data_dir";
+}
+
+bool is_folder_field(const FieldInfo& f) {
+  return f.input ? *f.input == Input::ImageFolder : f.name == "images" || f.name == "data_dir";
 }
 
 std::string tooltip(const FieldInfo& f) {
@@ -281,9 +289,9 @@ bool job_form(Ui& ui, AppState& /*app*/, JobForm& form, const JobKind& kind) {
       }
     } else if (f.type == "string") {
       std::string s = v.is_string() ? v.get<std::string>() : std::string();
-      bool edited = is_path_field(f.name) ? path_field(ui, name, s, f.name == "images" || f.name == "data_dir",
-                                                       f.name == "images" ? nullptr : ".safetensors")
-                                          : ImGui::InputText(name, &s);
+      const bool folder = is_folder_field(f);
+      bool edited = is_path_field(f) ? path_field(ui, name, s, folder, folder ? nullptr : ".safetensors")
+                                     : ImGui::InputText(name, &s);
       if (edited) v = s, changed = true;
     } else {
       if (ImGui::InputText(name, &form.json_text[f.name])) changed = true;
