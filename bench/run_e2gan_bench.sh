@@ -3,7 +3,8 @@
 #   1. teachers: a DiffFit adapter of the shipped base per Shapes style (assets/jobs/e2gan_teacher.json),
 #      and their edit pairs (assets/jobs/e2gan_data.json: SDEdit at strength 0.6, 512 inputs, the 256
 #      nearest k-means centres kept, 64 held-out with ground-truth restyles);
-#   2. a base generator on three edits (BASE_EDITS, default outline, striped, pixel; assets/jobs/e2gan_base.json);
+#   2. a base generator on three edits (BASE_EDITS, default outline, striped, pixel; assets/jobs/e2gan_base.json;
+#      widths BASE_CHANNELS, default [16,32,64]);
 #   3. the new edit (NEW_EDIT, default night: the most distant from its input), every way the
 #      e2gan_concept job learns it: LoRA with the rank search (E2GAN),
 #      LoRA with uniform ranks 1, 2 and 4 (no search), full fine-tuning of the base and a generator from
@@ -32,7 +33,7 @@ for s in "${base_edits[@]}" "$new_edit"; do
 done
 pairs=""
 for s in "${base_edits[@]}"; do pairs+="${pairs:+,}\"$out/pairs_$s/pairs.safetensors\""; done
-run base assets/jobs/e2gan_base.json --set "pairs=[$pairs]"
+run base assets/jobs/e2gan_base.json --set "pairs=[$pairs]" --set "channels=${BASE_CHANNELS:-[16,32,64]}"
 concept=(--set "generator=$out/base/generator.safetensors" --set "pairs=$out/pairs_$new_edit/pairs.safetensors")
 run lora_search assets/jobs/e2gan_concept.json "${concept[@]}" --set eval_every=100
 for r in 1 2 4; do
