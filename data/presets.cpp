@@ -4,6 +4,7 @@
 
 #include "core/atomic_file.h"
 #include "core/image.h"
+#include "data/corruptions.h"
 #include "data/shapes_data.h"
 
 namespace atelier {
@@ -33,29 +34,60 @@ const ShapesPreset& shapes_preset(const std::string& name) {
   fail("unknown preset '", name, "'; known:", names);
 }
 
-std::vector<Image> render_shapes(const json& data, int size, int count, std::vector<std::string>* captions) {
-  const shapes::Spec spec = with_context([&] { return from_json<ShapesData>(data).spec(size); }, "Shapes data");
-  std::vector<Image> out;
-  for (int i = 0; i < count; ++i) {
-    const shapes::Attributes a = shapes::sample_attributes(spec, 0, i);
-    out.push_back(shapes::render(a, size));
-    if (captions != nullptr) captions->push_back(a.caption());
-  }
-  return out;
+void ShapesCorruption::check() const {
+  if (none()) return;
+  check_corruption(name == "all" ? corruption_names().front() : name, severity);
 }
 
-void write_shapes_folder(const json& data, int size, int count, const fs::path& folder) {
-  const shapes::Spec spec = with_context([&] { return from_json<ShapesData>(data).spec(size); }, "Shapes data");
+namespace {
+
+shapes::Spec spec_of(const json& data, int size) {
+  return with_context([&] { return from_json<ShapesData>(data).spec(size); }, "Shapes data");
+}
+
+// Sample i of the training split, corrupted as `name` says ("none": clean).
+Image render_sample(const shapes::Spec& spec, const shapes::Attributes& a, int i, const std::string& name,
+                    int severity) {
+  Image image = shapes::render(a, spec.size);
+  if (name.empty() || name == "none") return image;
+  return corrupt(image, name, severity, corruption_seed(spec.seed, i));
+}
+
+void write_tree(const shapes::Spec& spec, int count, const fs::path& folder, const std::string& name, int severity) {
   for (int i = 0; i < count; ++i) {
     int label = 0;
     const shapes::Attributes a = shapes::sample_attributes(spec, 0, i, &label);
     const fs::path dir = folder / spec.label_name(label);
     fs::create_directories(dir);
-    char name[32];
-    std::snprintf(name, sizeof(name), "%05d", i);
-    save_png(dir / (std::string(name) + ".png"), shapes::render(a, size));
-    write_file_atomic(dir / (std::string(name) + ".txt"), a.caption() + "\n");
+    char stem[32];
+    std::snprintf(stem, sizeof(stem), "%05d", i);
+    save_png(dir / (std::string(stem) + ".png"), render_sample(spec, a, i, name, severity));
+    write_file_atomic(dir / (std::string(stem) + ".txt"), a.caption() + "\n");
   }
+}
+
+}  // namespace
+
+std::vector<Image> render_shapes(const json& data, int size, int count, std::vector<std::string>* captions,
+                                 const ShapesCorruption& corruption) {
+  const shapes::Spec spec = spec_of(data, size);
+  corruption.check();
+  if (corruption.name == "all") fail("corruption 'all' writes folders only; pick one corruption to render");
+  std::vector<Image> out;
+  for (int i = 0; i < count; ++i) {
+    const shapes::Attributes a = shapes::sample_attributes(spec, 0, i);
+    out.push_back(render_sample(spec, a, i, corruption.name, corruption.severity));
+    if (captions != nullptr) captions->push_back(a.caption());
+  }
+  return out;
+}
+
+void write_shapes_folder(const json& data, int size, int count, const fs::path& folder,
+                         const ShapesCorruption& corruption) {
+  const shapes::Spec spec = spec_of(data, size);
+  corruption.check();
+  if (corruption.name != "all") return write_tree(spec, count, folder, corruption.name, corruption.severity);
+  for (const std::string& name : corruption_names()) write_tree(spec, count, folder / name, name, corruption.severity);
 }
 
 }  // namespace atelier

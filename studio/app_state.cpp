@@ -265,9 +265,11 @@ void AppState::request_report() {
 
 void AppState::write_shapes(const json& data, int count, const std::string& folder) {
   if (shapes_task_.valid()) return;
-  show_message("writing " + std::to_string(count) + " Shapes images to " + folder + "...", false);
-  shapes_task_ = std::async(std::launch::async, [data, count, folder, size = shapes_size] {
-    write_shapes_folder(data, size, count, folder);
+  const ShapesCorruption c = shapes_corruption;
+  const std::string what = c.none() ? "" : " (" + c.name + " severity " + std::to_string(c.severity) + ")";
+  show_message("writing " + std::to_string(count) + " Shapes images" + what + " to " + folder + "...", false);
+  shapes_task_ = std::async(std::launch::async, [data, count, folder, size = shapes_size, c] {
+    write_shapes_folder(data, size, count, folder, c);
     return folder;
   });
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "data/presets.h"
 #include "studio/job_registry.h"
 #include "studio/job_session.h"
 #include "studio/workspace.h"
@@ -115,7 +116,9 @@ class AppState {
   void open_folder(const std::string& path);  // errors (no images, missing) land in folder_error
   int shapes_preset = 0;
   int shapes_size = 32;
-  // Writes a Shapes preset as a folder dataset on a background thread; the folder opens when done.
+  ShapesCorruption shapes_corruption;  // Shapes-C: previews and written folders (one corruption or none)
+  // Writes a Shapes preset as a folder dataset (with shapes_corruption) on a background thread; the
+  // folder opens when done.
   void write_shapes(const json& data, int count, const std::string& folder);
   bool shapes_pending() const { return shapes_task_.valid(); }
   bool tasks_pending() const { return report_pending() || shapes_pending(); }

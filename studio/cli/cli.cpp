@@ -95,6 +95,12 @@ int main(int argc, char** argv, const JobRegistry& registry) {
   shapes_cmd->add_option("--preset", shapes_preset, "preset (as in the app's Data panel; `--preset list` lists them)");
   shapes_cmd->add_option("--count", shapes_count, "number of images")->check(CLI::Range(1, 1000000));
   shapes_cmd->add_option("--size", shapes_size, "image size in pixels")->check(CLI::Range(8, 1024));
+  std::string shapes_corruption = "none";
+  int shapes_severity = 5;
+  shapes_cmd->add_option("--corruption", shapes_corruption,
+                         "Shapes-C: an ImageNet-C corruption, `all` (a sub-folder each) or `none`; "
+                         "`--corruption list` lists them");
+  shapes_cmd->add_option("--severity", shapes_severity, "corruption severity, 1..5")->check(CLI::Range(1, 5));
 
   try {
     app.parse(argc, argv);
@@ -110,7 +116,8 @@ int main(int argc, char** argv, const JobRegistry& registry) {
       return run_job(run, registry, g_cancel);
     }
     if (*jobs_cmd) return list_jobs(registry, kind, jobs_json);
-    if (*shapes_cmd) return write_shapes(shapes_preset, shapes_count, shapes_size, shapes_out);
+    if (*shapes_cmd)
+      return write_shapes(shapes_preset, shapes_count, shapes_size, shapes_out, shapes_corruption, shapes_severity);
     if (*inspect_cmd)
       return inspect_base.empty() ? inspect(file, inspect_json) : lora_report(file, inspect_base, inspect_json);
     if (*lora_cmd) return convert_lora(lora_in, lora_out, lora_to, lora_base);

@@ -9,6 +9,7 @@
 #include "core/image.h"
 #include "core/safetensors.h"
 #include "core/tensor_io.h"
+#include "data/corruptions.h"
 #include "data/presets.h"
 #include "studio/model_ops.h"
 #include "studio/runner.h"
@@ -182,15 +183,26 @@ int convert_lora(const std::string& in, const std::string& out, const std::strin
   return 0;
 }
 
-int write_shapes(const std::string& preset, int count, int size, const std::string& folder) {
+int write_shapes(const std::string& preset, int count, int size, const std::string& folder,
+                 const std::string& corruption, int severity) {
   if (preset == "list") {
     std::printf("Shapes presets:\n");
     for (const auto& p : shapes_presets()) std::printf("  %s: %s\n", p.name.c_str(), p.help.c_str());
     return 0;
   }
+  if (corruption == "list") {
+    std::printf("Shapes-C corruptions (--severity 1..5; `all` writes a sub-folder each):\n");
+    for (const auto& name : corruption_names()) std::printf("  %s\n", name.c_str());
+    return 0;
+  }
   const ShapesPreset& p = with_context([&]() -> const ShapesPreset& { return shapes_preset(preset); }, "--preset");
-  write_shapes_folder(p.data, size, count, folder);
-  std::printf("wrote %d %dx%d images (%s) to %s\n", count, size, size, preset.c_str(), folder.c_str());
+  const ShapesCorruption c{corruption, severity};
+  with_context([&] { c.check(); }, "--corruption");  // --severity is range-checked by the parser
+  write_shapes_folder(p.data, size, count, folder, c);
+  const std::string what = c.none() ? preset : preset + ", " + corruption + " severity " + std::to_string(severity);
+  std::printf("wrote %d %dx%d images (%s) to %s\n",
+              c.name == "all" ? count * static_cast<int>(corruption_names().size()) : count, size, size, what.c_str(),
+              folder.c_str());
   return 0;
 }
 

@@ -29,8 +29,10 @@ int lora_report(const std::string& file, const std::string& base, bool as_json);
 int convert_lora(const std::string& in, const std::string& out, const std::string& dialect, const std::string& base);
 int verify(const std::string& model, const std::string& reference, double tolerance);
 int convert(const std::string& in, const std::string& out, const std::string& select, const std::string& dtype);
-// Shapes images of a preset (data/presets.h) as a folder dataset.
-int write_shapes(const std::string& preset, int count, int size, const std::string& folder);
+// Shapes images of a preset (data/presets.h) as a folder dataset, clean or with a corruption (Shapes-C,
+// data/corruptions.h; "all": a sub-folder per corruption).
+int write_shapes(const std::string& preset, int count, int size, const std::string& folder,
+                 const std::string& corruption = "none", int severity = 5);
 int fold(const std::string& base, const std::vector<std::string>& adapters, const std::vector<double>& weights,
          const std::string& out);
 

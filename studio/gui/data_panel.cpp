@@ -1,9 +1,11 @@
-// Data: an image folder (thumbnails, classes, captions) and the Shapes generator presets.
+// Data: an image folder (thumbnails, classes, captions) and the Shapes generator presets, clean or
+// corrupted (Shapes-C).
 #include <imgui.h>
 #include <imgui_stdlib.h>
 
 #include <string>
 
+#include "data/corruptions.h"
 #include "studio/gui/gui.h"
 
 namespace atelier::gui {
@@ -64,20 +66,37 @@ void draw_shapes(AppState& app, Ui& ui) {
       if (ImGui::Selectable(presets[i].name.c_str(), i == app.shapes_preset)) app.shapes_preset = i;
     ImGui::EndCombo();
   }
+  ShapesCorruption& corruption = app.shapes_corruption;
+  const float width = ImGui::GetContentRegionAvail().x;
+  ImGui::SetNextItemWidth(width * 0.35f);
+  if (ImGui::BeginCombo("corruption", corruption.none() ? "none" : corruption.name.c_str())) {
+    if (ImGui::Selectable("none", corruption.none())) corruption.name = "none";
+    for (const auto& name : corruption_names())
+      if (ImGui::Selectable(name.c_str(), name == corruption.name)) corruption.name = name;
+    ImGui::EndCombo();
+  }
+  ImGui::SameLine();
+  ImGui::BeginDisabled(corruption.none());
+  ImGui::SetNextItemWidth(width * 0.2f);
+  ImGui::SliderInt("severity", &corruption.severity, 1, 5, "%d", ImGuiSliderFlags_AlwaysClamp);
+  ImGui::EndDisabled();
   const ShapesPreset& p = presets[app.shapes_preset];
   ImGui::TextWrapped("%s   data: %s", p.help.c_str(), p.data.dump().c_str());
-  static std::map<int, std::pair<std::vector<Image>, std::vector<std::string>>> rendered;
-  auto it = rendered.find(app.shapes_preset);
+  // Thumbnails per (preset, corruption, severity): the first images of the folder "Write folder" writes.
+  const std::string key = "shapes/" + p.name + "/" +
+                          (corruption.none() ? "none" : corruption.name + std::to_string(corruption.severity)) + "/";
+  static std::map<std::string, std::pair<std::vector<Image>, std::vector<std::string>>> rendered;
+  auto it = rendered.find(key);
   if (it == rendered.end()) {
     std::vector<std::string> captions;
-    auto images = render_shapes(p.data, app.shapes_size, 16, &captions);
-    it = rendered.emplace(app.shapes_preset, std::make_pair(std::move(images), std::move(captions))).first;
+    auto images = render_shapes(p.data, app.shapes_size, 16, &captions, corruption);
+    it = rendered.emplace(key, std::make_pair(std::move(images), std::move(captions))).first;
   }
   const float cell = 56 * ui.scale;
   const int columns = std::max(1, static_cast<int>(ImGui::GetContentRegionAvail().x / (cell + 8 * ui.scale)));
   for (int i = 0; i < static_cast<int>(it->second.first.size()); ++i) {
     if (i % columns != 0) ImGui::SameLine();
-    image(ui.textures.picture("shapes/" + p.name + "/" + std::to_string(i), it->second.first[i]), cell);
+    image(ui.textures.picture(key + std::to_string(i), it->second.first[i]), cell);
     if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", it->second.second[i].c_str());
   }
   static std::string out = "data/shapes";
