@@ -6,6 +6,7 @@
 #include "distill/e2gan.h"
 #include "distill/e2gan_export.h"
 #include "distill/pso.h"
+#include "eval/train_clip.h"
 #include "eval/train_probe.h"
 #include "studio/job_registry.h"
 
@@ -16,6 +17,10 @@ void register_builtin_jobs(JobRegistry& registry) {
                             "Train the Shapes probe (classes, concept glyphs, styles): the metric network behind "
                             "FD-shapes and classifier accuracy",
                             &train_probe);
+  registry.add<ClipTrainConfig>("train_clip",
+                                "Train the Shapes CLIP dual encoder on images and captions (symmetric InfoNCE): the "
+                                "zero-shot classifier of test-time prompt tuning",
+                                &train_clip);
   registry.add<TrainBaseConfig>(
       "train_base", "Train a class-conditional DiT on Shapes (AdamW, EMA, validation loss, exact resume)", &train_base);
   registry.add<SampleConfig>(
