@@ -38,6 +38,7 @@ std::string read_caption(const fs::path& image) {
 }  // namespace
 
 FolderDataset FolderDataset::scan(const fs::path& root) {
+  if (!fs::exists(root)) fail(root.string(), ": does not exist");
   if (!fs::is_directory(root)) fail(root.string(), ": not a folder");
   FolderDataset d;
   d.root_ = root;

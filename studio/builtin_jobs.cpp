@@ -6,6 +6,7 @@
 #include "distill/e2gan.h"
 #include "distill/e2gan_export.h"
 #include "distill/pso.h"
+#include "distill/tta.h"
 #include "eval/train_clip.h"
 #include "eval/train_probe.h"
 #include "studio/job_registry.h"
@@ -72,6 +73,14 @@ void register_builtin_jobs(JobRegistry& registry) {
                                 "Export an E2GAN generator with an edit folded in to ONNX and ncnn (fp32/fp16), "
                                 "with a parity report against the C++ generator and single-thread latency",
                                 &export_gan_job);
+  registry.add<SdaConfig>("tta_sda",
+                          "Synthetic-domain alignment: fine-tune a classifier on the base model's synthetic images "
+                          "after DDA projection, for test-time adaptation with tta_eval",
+                          &sda_job);
+  registry.add<TtaEvalConfig>("tta_eval",
+                              "Test-time adaptation of a classifier on shifted images (Shapes-C or a folder): "
+                              "source, DDA projection (with self-ensembling), SDA; results table and image grid",
+                              &tta_eval_job);
 }
 
 }  // namespace atelier

@@ -40,5 +40,5 @@ TEST_CASE("a flat folder is one class; empty or missing folders are errors namin
   CHECK(d.classes() == std::vector<std::string>{"flat"});
   std::filesystem::create_directories(dir / "empty/sub");
   CHECK_THROWS_WITH(FolderDataset::scan(dir / "empty"), Catch::Contains("empty") && Catch::Contains("no images"));
-  CHECK_THROWS_WITH(FolderDataset::scan(dir / "missing"), Catch::Contains("not a folder"));
+  CHECK_THROWS_WITH(FolderDataset::scan(dir / "missing"), Catch::Contains("does not exist"));
 }

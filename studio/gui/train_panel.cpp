@@ -50,16 +50,19 @@ void draw_live(const JobView& job, Ui& ui) {
     ImGui::PlotLines("##val", val.data(), static_cast<int>(val.size()), 0, label, FLT_MAX, FLT_MAX,
                      ImVec2(ImGui::GetContentRegionAvail().x, 60 * ui.scale));
   }
-  // An export's parity report (export_gan): the exported files against the C++ generator, and latency.
-  if (auto parity = job.artifacts.find("parity"); parity != job.artifacts.end()) {
+  // A text report: an export's parity report (export_gan: the exported files against the C++ generator,
+  // and latency), or a results table (tta_eval).
+  auto report = job.artifacts.find("parity");
+  if (report == job.artifacts.end()) report = job.artifacts.find("results");
+  if (report != job.artifacts.end()) {
     static std::filesystem::path shown;
     static std::string text;
-    if (shown != parity->second) {
-      std::ifstream in(parity->second);
+    if (shown != report->second) {
+      std::ifstream in(report->second);
       text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-      shown = parity->second;
+      shown = report->second;
     }
-    ImGui::Text("export report: %s", parity->second.string().c_str());
+    ImGui::Text("%s: %s", report->first == "parity" ? "export report" : "results", report->second.string().c_str());
     ImGui::BeginChild("parity", ImVec2(0, ImGui::GetTextLineHeightWithSpacing() * 14), true,
                       ImGuiWindowFlags_HorizontalScrollbar);
     ImGui::TextUnformatted(text.c_str());
