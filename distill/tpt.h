@@ -33,6 +33,7 @@ struct TptSettings {
   std::int64_t diffusion_views = 63;
   std::int64_t diffusion_t = 400;
   std::int64_t diffusion_steps = 10;
+  double diffusion_guidance = 0.0;
   double cosine_keep = 0.8;
   double diff_select = 0.3;
   std::int64_t diff_steps = 4;
@@ -49,6 +50,9 @@ struct TptSettings {
     v("diffusion_views", diffusion_views, "DiffTPT: views made by the diffusion model (DiffTPT: 63)", Range{1, 4096});
     v("diffusion_t", diffusion_t, "DiffTPT: timestep a diffusion view re-noises the test image to", Range{1, 100000});
     v("diffusion_steps", diffusion_steps, "DiffTPT: denoising steps of a diffusion view", Range{1, 1000});
+    v("diffusion_guidance", diffusion_guidance,
+      "DiffTPT: low-pass guidance of a diffusion view toward the test image (as DDA's; 0: a free variation)",
+      Range{0, 1000});
     v("cosine_keep", cosine_keep, "DiffTPT: fraction of diffusion views kept by cosine similarity to the original",
       Range{0.001, 1});
     v("diff_select", diff_select, "DiffTPT: lowest-entropy fraction of all views kept (DiffTPT: 0.3)", Range{0.001, 1});

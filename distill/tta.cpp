@@ -425,7 +425,7 @@ void tta_eval_job(const TtaEvalConfig& c, JobContext& ctx) {
   ProjectionSettings variation = c.projection;
   variation.start = c.tpt.diffusion_t;
   variation.steps = c.tpt.diffusion_steps;
-  variation.guidance = 0;
+  variation.guidance = c.tpt.diffusion_guidance;
   const DiffusionViews diffusion_views = [&](const torch::Tensor& image, std::int64_t count, Rng& rng) {
     return dda_project(model, info, image.unsqueeze(0).expand({count, -1, -1, -1}), variation, rng);
   };
@@ -465,18 +465,16 @@ void tta_eval_job(const TtaEvalConfig& c, JobContext& ctx) {
     }
     if (clip) {
       Rng rng(static_cast<std::uint64_t>(c.seed) * 104729ull + s);
-      auto t0 = Clock::now();
-      if (wants("zero_shot"))
-        record("zero_shot", (*clip)->zero_shot_logits(set.images, classes, c.tpt.prompt_init + " {}"),
-               seconds_since(t0) / static_cast<double>(n));
-      t0 = Clock::now();
-      if (wants("tpt"))
-        record("tpt", tpt_probs(*clip, classes, set.images, c.tpt, rng, {}, &ctx.cancel),
-               seconds_since(t0) / static_cast<double>(n));
-      t0 = Clock::now();
-      if (wants("difftpt"))
-        record("difftpt", tpt_probs(*clip, classes, set.images, c.tpt, rng, diffusion_views, &ctx.cancel),
-               seconds_since(t0) / static_cast<double>(n));
+      // Each method timed on its own (the scores first: argument order is unspecified).
+      auto timed = [&](const std::string& method, const std::function<torch::Tensor()>& run) {
+        if (!wants(method)) return;
+        const auto t0 = Clock::now();
+        const auto scores = run();
+        record(method, scores, seconds_since(t0) / static_cast<double>(n));
+      };
+      timed("zero_shot", [&] { return (*clip)->zero_shot_logits(set.images, classes, c.tpt.prompt_init + " {}"); });
+      timed("tpt", [&] { return tpt_probs(*clip, classes, set.images, c.tpt, rng, {}, &ctx.cancel); });
+      timed("difftpt", [&] { return tpt_probs(*clip, classes, set.images, c.tpt, rng, diffusion_views, &ctx.cancel); });
     }
     torch::Tensor projected;
     if (project) {
