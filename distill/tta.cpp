@@ -502,7 +502,7 @@ void tta_eval_job(const TtaEvalConfig& c, JobContext& ctx) {
     TensorMap rows = {{"images", set.images.narrow(0, 0, shown).contiguous()}};
     if (set.clean.defined()) rows["clean"] = set.clean.narrow(0, 0, shown).contiguous();
     if (projected.defined()) rows["projected"] = projected.narrow(0, 0, shown).contiguous();
-    safetensors::save(ctx.path("sets/" + name + ".safetensors"), rows);
+    safetensors::save(ctx.path("sets/" + name + ".grid"), rows);
     done[name] = r;
     write_file_atomic(done_path, done.dump(2) + "\n");
     std::string line = name + ":";
@@ -562,7 +562,7 @@ void tta_eval_job(const TtaEvalConfig& c, JobContext& ctx) {
   grid.title = "per set: " + std::string("original, shifted, projected");
   std::int64_t columns = 0;
   for (const auto& name : set_names) {
-    auto f = safetensors::load(ctx.path("sets/" + name + ".safetensors"));
+    auto f = safetensors::load(ctx.path("sets/" + name + ".grid"));
     std::vector<torch::Tensor> row;
     for (std::int64_t i = 0; i < f.tensors.at("images").size(0); ++i)
       for (const char* key : {"clean", "images", "projected"})

@@ -165,7 +165,8 @@ struct TtaEvalConfig {
   }
 };
 // `tta_eval`: per test set and method, accuracy and seconds per image; results.json, results.md, grid.png.
-// Each finished set is recorded in sets.json, so a resumed run skips it.
+// Each finished set is recorded in sets.json (its grid images in sets/<name>.grid, safetensors inside), so a
+// resumed run skips it.
 void tta_eval_job(const TtaEvalConfig& config, JobContext& ctx);
 
 }  // namespace atelier
