@@ -1,5 +1,8 @@
 #include "diffusion/model_file.h"
 
+#include <algorithm>
+
+#include "core/error.h"
 #include "core/safetensors.h"
 #include "core/tensor_io.h"
 #include "core/training_state.h"
@@ -54,6 +57,21 @@ DiT load_generator_model(const std::filesystem::path& path, DiTModelInfo* info) 
   for (std::int64_t k = 0; k < i.dit.num_classes; ++k) i.class_names.push_back(std::to_string(k));
   if (info != nullptr) *info = std::move(i);
   return model;
+}
+
+std::vector<std::int64_t> class_labels(const DiTModelInfo& info, const std::vector<std::string>& names,
+                                       const std::string& field) {
+  std::vector<std::int64_t> out;
+  for (const auto& n : names) {
+    const auto it = std::find(info.class_names.begin(), info.class_names.end(), n);
+    if (it == info.class_names.end()) {
+      std::string list;
+      for (const auto& k : info.class_names) list += (list.empty() ? "" : ", ") + k;
+      fail_field(field, "class '", n, "' is not a class of the model (", list, ")");
+    }
+    out.push_back(it - info.class_names.begin());
+  }
+  return out;
 }
 
 }  // namespace atelier

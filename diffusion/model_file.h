@@ -30,4 +30,9 @@ DiT load_dit_model(const std::filesystem::path& path, DiTModelInfo* info = nullp
 // 1000 timesteps, classes named by index ("0" ... "999"). Returns the model on the CPU in eval mode.
 DiT load_generator_model(const std::filesystem::path& path, DiTModelInfo* info);
 
+// The model's label of each class name (its class_names); FieldError naming `field` and listing the
+// model's classes for a name it does not know.
+std::vector<std::int64_t> class_labels(const DiTModelInfo& info, const std::vector<std::string>& names,
+                                       const std::string& field);
+
 }  // namespace atelier

@@ -36,22 +36,6 @@ struct Inputs {
   torch::Tensor images, labels, truth;  // labels in the teacher's class space
 };
 
-// Teacher label of each Shapes label (by class name); Error naming the field for classes it lacks.
-std::vector<std::int64_t> teacher_labels(const std::vector<std::string>& names, const std::vector<std::string>& known,
-                                         const std::string& field) {
-  std::vector<std::int64_t> out;
-  for (const auto& n : names) {
-    auto it = std::find(known.begin(), known.end(), n);
-    if (it == known.end()) {
-      std::string list;
-      for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-      fail_field(field, "class '", n, "' is not a class of the teacher (", list, ")");
-    }
-    out.push_back(it - known.begin());
-  }
-  return out;
-}
-
 Inputs shapes_inputs(const shapes::Spec& spec, int split, std::int64_t count, int truth_style,
                      const std::vector<std::int64_t>& to_teacher) {
   Inputs in;
@@ -138,7 +122,7 @@ void e2gan_data_job(const E2GanDataConfig& c, JobContext& ctx) {
   if (!c.images.empty()) {
     const auto folder = with_field("images", [&] { return FolderDataset::scan(c.images); });
     classes = folder.classes();
-    const auto to_teacher = teacher_labels(classes, info.class_names, "images");
+    const auto to_teacher = class_labels(info, classes, "images");
     train = folder_inputs(folder, c.count, static_cast<int>(size), to_teacher);
     ctx.report.info("inputs: " + std::to_string(train.images.size(0)) + " images of " + c.images +
                     " (no ground truth, no held-out set)");
@@ -147,7 +131,7 @@ void e2gan_data_job(const E2GanDataConfig& c, JobContext& ctx) {
     if (data.classes.empty() && data.glyphs.empty()) data.classes = info.class_names;
     const shapes::Spec spec = data.spec(static_cast<int>(size));
     classes = shapes_class_names(spec);
-    const auto to_teacher = teacher_labels(classes, info.class_names, "classes");
+    const auto to_teacher = class_labels(info, classes, "classes");
     truth_style = !c.style.empty() ? c.style : adapter_style;
     const int style = truth_style.empty() ? -1 : with_field("style", [&] {
       return shapes::index_of(shapes::style_names(), truth_style, "style");

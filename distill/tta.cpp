@@ -112,22 +112,6 @@ torch::Tensor project_batch(DiT& model, const DiTModelInfo& info, const NoiseSch
   return x0;
 }
 
-// Model label of each class name; Error naming `field` (and the model's classes) for unknown ones.
-std::vector<std::int64_t> model_labels(const std::vector<std::string>& names, const std::vector<std::string>& known,
-                                       const std::string& field) {
-  std::vector<std::int64_t> out;
-  for (const auto& n : names) {
-    auto it = std::find(known.begin(), known.end(), n);
-    if (it == known.end()) {
-      std::string list;
-      for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-      fail_field(field, "class '", n, "' is not a class of the diffusion model (", list, ")");
-    }
-    out.push_back(it - known.begin());
-  }
-  return out;
-}
-
 Metadata classifier_metadata(const TensorFile& source, const json& config, const std::string& source_path) {
   Metadata meta = {
       {"atelier.kind", "shapes_probe"}, {"atelier.config", json_text(config)}, {"sda.source", source_path}};
@@ -198,7 +182,7 @@ void sda_job(const SdaConfig& c, JobContext& ctx) {
   if (model->config().in_channels != 3) fail_field("model", "is a latent model; tta_sda needs a pixel-space DiT");
   model->to(device);
   const std::vector<std::string> classes = c.classes.empty() ? info.class_names : c.classes;
-  const auto to_model = model_labels(classes, info.class_names, "classes");
+  const auto to_model = class_labels(info, classes, "classes");
   ShapesClassifier source = ShapesClassifier::load(c.classifier, classes, "classifier");
   const TensorFile source_file = safetensors::load(c.classifier);
   ShapesClassifier tuned = ShapesClassifier::load(c.classifier, classes, "classifier");
@@ -294,31 +278,15 @@ struct TestSet {
   torch::Tensor labels;  // [N] indices into the class list
 };
 
-// Class indices of `folder_classes` in `classes`; Error naming `field` for the first unknown.
-torch::Tensor folder_labels(const FolderDataset& folder, const torch::Tensor& labels,
-                            const std::vector<std::string>& classes, const std::string& field) {
-  std::vector<std::int64_t> map;
-  for (const auto& name : folder.classes()) {
-    auto it = std::find(classes.begin(), classes.end(), name);
-    if (it == classes.end()) {
-      std::string list;
-      for (const auto& k : classes) list += (list.empty() ? "" : ", ") + k;
-      fail_field(field, folder.root().string(), ": class folder '", name, "' is not a class of the model (", list, ")");
-    }
-    map.push_back(it - classes.begin());
-  }
-  return torch::tensor(map).index_select(0, labels);
-}
-
 TestSet folder_set(const std::filesystem::path& root, const std::string& name, std::int64_t count, int size,
-                   const std::vector<std::string>& classes) {
+                   const DiTModelInfo& info) {
   const auto folder = with_field("images", [&] { return FolderDataset::scan(root); });
   if (folder.classes().empty())
     fail_field("images", root.string(), " has no class sub-folders (one per class, named after the model's classes)");
   std::vector<std::size_t> idx;
   for (std::size_t i = 0; i < folder.size() && static_cast<std::int64_t>(i) < count; ++i) idx.push_back(i);
   auto [images, labels] = folder.batch(idx, size);
-  return {name, {}, images, folder_labels(folder, labels, classes, "images")};
+  return {name, {}, images, torch::tensor(class_labels(info, folder.classes(), "images")).index_select(0, labels)};
 }
 
 torch::Tensor corrupt_images(const torch::Tensor& clean, const std::string& corruption, int severity,
@@ -379,7 +347,7 @@ void tta_eval_job(const TtaEvalConfig& c, JobContext& ctx) {
     for (const auto& s : subsets) {
       const std::string name = s == root ? root.filename().string() : s.filename().string();
       set_names.push_back(name);
-      sets.push_back([=, &classes] { return folder_set(s, name, c.count, size, classes); });
+      sets.push_back([=, &info] { return folder_set(s, name, c.count, size, info); });
     }
   } else {
     // Without classes, the model's own training data (classes, rotation, backgrounds): its test split is
@@ -391,7 +359,7 @@ void tta_eval_job(const TtaEvalConfig& c, JobContext& ctx) {
     }
     const shapes::Spec spec = data.spec(size);
     classes = shapes_class_names(spec);
-    (void)model_labels(classes, info.class_names, "classes");
+    (void)class_labels(info, classes, "classes");
     auto batch = std::make_shared<shapes::Batch>(shapes::make_batch(spec, 2, 0, c.count));
     if (c.clean) {
       set_names.push_back("clean");
