@@ -193,11 +193,15 @@ void sda_job(const SdaConfig& c, JobContext& ctx) {
   const auto synthetic_path = ctx.path("synthetic.safetensors");
   torch::Tensor images, projected, labels;
   const auto k = static_cast<std::int64_t>(classes.size());
+  bool reuse = false;  // the earlier run's, unless a resume changed per_class
   if (std::filesystem::exists(synthetic_path)) {
     auto f = safetensors::load(synthetic_path);
     images = f.tensors.at("images");
     projected = f.tensors.at("projected");
     labels = f.tensors.at("labels");
+    reuse = images.size(0) == k * c.per_class;
+  }
+  if (reuse) {
     ctx.report.info("synthetic data: " + std::to_string(images.size(0)) + " images from the earlier run");
   } else {
     Rng rng(static_cast<std::uint64_t>(c.seed));
