@@ -124,7 +124,7 @@ void Script::update(AppState& app, Ui& ui, double now) {
       if (op == "panel") {
         ui.focus = c.args[1];
       } else if (op == "kind") {
-        form(app, c).set_kind(app.registry().get(c.args[2]), true);
+        form(app, c).set_kind(app.registry().get(c.args[2]));  // as the combo: the kind's defaults
       } else if (op == "set") {
         if (c.args.size() < 4) fail("'set' needs FORM FIELD VALUE");
         JobForm& f = form(app, c);

@@ -98,7 +98,7 @@ void draw_train_panel(AppState& app, Ui& ui) {
   // Every registered kind appears here: new methods show up without GUI changes.
   if (ImGui::BeginCombo("job kind", app.train.kind.c_str())) {
     for (const auto& k : reg.kinds()) {
-      if (ImGui::Selectable(k.name.c_str(), k.name == app.train.kind)) app.train.set_kind(k, true);
+      if (ImGui::Selectable(k.name.c_str(), k.name == app.train.kind)) app.train.set_kind(k);  // its own defaults
       if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", k.help.c_str());
     }
     ImGui::EndCombo();
@@ -119,6 +119,9 @@ void draw_train_panel(AppState& app, Ui& ui) {
   if (ui.button("train.resume", "Resume", resumable && app.train.error.empty(),
                 running ? "a job is running" : "no stopped run to resume"))
     app.start_job(app.train, Owner::Train, app.train_run_dir, true);
+  ImGui::SameLine();
+  if (ui.button("train.reset", "Reset", true, "")) app.train.set_kind(kind);
+  if (ImGui::IsItemHovered()) ImGui::SetTooltip("every field back to the %s job's defaults", kind.name.c_str());
   ImGui::SameLine();
   ImGui::SetNextItemWidth(-1);
   ImGui::InputTextWithHint("##rundir", "run folder (Resume continues it)", &app.train_run_dir);
