@@ -257,4 +257,15 @@ void ema_update(torch::nn::Module& ema, const torch::nn::Module& model, double d
   for (std::size_t i = 0; i < buffers.size(); ++i) ema_buffers[i].copy_(buffers[i]);
 }
 
+FrozenParameters::FrozenParameters(torch::nn::Module& module) {
+  for (auto& p : module.parameters()) {
+    saved_.emplace_back(p, p.requires_grad());
+    p.set_requires_grad(false);
+  }
+}
+
+FrozenParameters::~FrozenParameters() {
+  for (auto& [p, requires_grad] : saved_) p.set_requires_grad(requires_grad);
+}
+
 }  // namespace atelier

@@ -67,4 +67,17 @@ TORCH_MODULE(TensorSet);
 // Exponential moving average of a module's parameters (buffers copied).
 void ema_update(torch::nn::Module& ema, const torch::nn::Module& model, double decay);
 
+// A module's parameters frozen (requires_grad false) for the scope, restored after: a function that
+// differentiates through a caller's model (w.r.t. its inputs only) leaves the model as it was given.
+class FrozenParameters {
+ public:
+  explicit FrozenParameters(torch::nn::Module& module);
+  ~FrozenParameters();
+  FrozenParameters(const FrozenParameters&) = delete;
+  FrozenParameters& operator=(const FrozenParameters&) = delete;
+
+ private:
+  std::vector<std::pair<torch::Tensor, bool>> saved_;
+};
+
 }  // namespace atelier

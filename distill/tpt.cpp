@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/training_state.h"
+
 namespace atelier {
 namespace {
 
@@ -56,7 +58,7 @@ torch::Tensor tpt_probs(ClipModel& clip, const std::vector<std::string>& classes
   const auto device = clip->logit_scale.device();
   const auto ids = clip->class_token_ids(classes);
   const torch::Tensor init = clip->initial_context(s.prompt_init).to(device);
-  for (auto& p : clip->parameters()) p.set_requires_grad(false);
+  FrozenParameters frozen(*clip);  // only the context learns; the caller's model is left as given
   const bool diff = static_cast<bool>(diffusion);
   std::vector<torch::Tensor> out;
   for (std::int64_t i = 0; i < images.size(0); ++i) {

@@ -29,25 +29,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Freezes a module's parameters for the scope (the projection differentiates with respect to x_t only).
-class FrozenParameters {
- public:
-  explicit FrozenParameters(torch::nn::Module& m) {
-    for (auto& p : m.parameters()) {
-      saved_.emplace_back(p, p.requires_grad());
-      p.set_requires_grad(false);
-    }
-  }
-  ~FrozenParameters() {
-    for (auto& [p, r] : saved_) p.set_requires_grad(r);
-  }
-  FrozenParameters(const FrozenParameters&) = delete;
-  FrozenParameters& operator=(const FrozenParameters&) = delete;
-
- private:
-  std::vector<std::pair<torch::Tensor, bool>> saved_;
-};
-
 // up(down(x)) by `factor`: area average down, bilinear up (the guidance compares low frequencies only).
 torch::Tensor low_pass(const torch::Tensor& x, std::int64_t factor) {
   namespace F = torch::nn::functional;
@@ -70,8 +51,8 @@ std::vector<std::int64_t> projection_timesteps(std::int64_t start, std::int64_t 
   return ts;
 }
 
-torch::Tensor project_batch(DiT& model, const DiTModelInfo& info, const NoiseSchedule& schedule, Prediction prediction,
-                            const torch::Tensor& ref, const ProjectionSettings& s, Rng& rng) {
+torch::Tensor project_batch(DiT& model, const NoiseSchedule& schedule, Prediction prediction, const torch::Tensor& ref,
+                            const ProjectionSettings& s, Rng& rng) {
   const auto device = ref.device();
   const auto n = ref.size(0);
   const auto ts = projection_timesteps(s.start, s.steps);
@@ -108,15 +89,14 @@ torch::Tensor project_batch(DiT& model, const DiTModelInfo& info, const NoiseSch
     if (sigma > 0) x = x + sigma * rng.randn(ref.sizes()).to(device);
     if (grad.defined()) x = x - s.guidance * grad;
   }
-  (void)info;
   return x0;
 }
 
-Metadata classifier_metadata(const TensorFile& source, const json& config, const std::string& source_path) {
+Metadata classifier_metadata(const Metadata& source, const json& config, const std::string& source_path) {
   Metadata meta = {
       {"atelier.kind", "shapes_probe"}, {"atelier.config", json_text(config)}, {"sda.source", source_path}};
   for (const char* key : {"probe.width", "probe.image_size"})
-    if (auto it = source.metadata.find(key); it != source.metadata.end()) meta[key] = it->second;
+    if (auto it = source.find(key); it != source.end()) meta[key] = it->second;
   return meta;
 }
 
@@ -129,7 +109,7 @@ double accuracy(const torch::Tensor& scores, const torch::Tensor& labels) {
 torch::Tensor dda_project(DiT& model, const DiTModelInfo& info, const torch::Tensor& images,
                           const ProjectionSettings& s, Rng& rng, const CancelToken* cancel) {
   if (s.start >= info.num_train_timesteps)
-    fail_field("start", s.start, " is not below the model's ", info.num_train_timesteps, " training timesteps");
+    fail_field("project_t", s.start, " is not below the model's ", info.num_train_timesteps, " training timesteps");
   if (images.size(2) % s.downsample != 0 || images.size(3) % s.downsample != 0)
     fail_field("downsample", s.downsample, " does not divide the image size ", images.size(3), "x", images.size(2));
   const NoiseSchedule schedule = NoiseSchedule::by_name(info.schedule, info.num_train_timesteps);
@@ -142,7 +122,7 @@ torch::Tensor dda_project(DiT& model, const DiTModelInfo& info, const torch::Ten
     if (cancel != nullptr && cancel->requested()) throw Cancelled();
     const auto len = std::min(s.batch, images.size(0) - first);
     auto ref = images.narrow(0, first, len).to(device, torch::kFloat);
-    out.push_back(project_batch(model, info, schedule, prediction, ref, s, rng).cpu());
+    out.push_back(project_batch(model, schedule, prediction, ref, s, rng).cpu());
   }
   return checked_finite(torch::cat(out), "projected images");
 }
@@ -184,7 +164,6 @@ void sda_job(const SdaConfig& c, JobContext& ctx) {
   const std::vector<std::string> classes = c.classes.empty() ? info.class_names : c.classes;
   const auto to_model = class_labels(info, classes, "classes");
   ShapesClassifier source = ShapesClassifier::load(c.classifier, classes, "classifier");
-  const TensorFile source_file = safetensors::load(c.classifier);
   ShapesClassifier tuned = ShapesClassifier::load(c.classifier, classes, "classifier");
   tuned.net->to(device);
 
@@ -259,7 +238,7 @@ void sda_job(const SdaConfig& c, JobContext& ctx) {
   // Finish: the fine-tuned classifier and its accuracy on the synthetic sets.
   const double tuned_projected = accuracy(tuned.logits(projected), labels);
   safetensors::save(ctx.path(c.output), module_tensors(*tuned.net),
-                    classifier_metadata(source_file, to_json(c), c.classifier));
+                    classifier_metadata(safetensors::Reader(c.classifier).header().metadata, to_json(c), c.classifier));
   ctx.report.artifact("model", ctx.path(c.output));
   json m = {{"classes", classes},
             {"synthetic_images", images.size(0)},
@@ -322,22 +301,14 @@ void tta_eval_job(const TtaEvalConfig& c, JobContext& ctx) {
   if (model->config().in_channels != 3) fail_field("model", "is a latent model; tta_eval needs a pixel-space DiT");
   model->to(device);
   const int size = static_cast<int>(model->config().input_size);
-  for (const auto& name : c.corruptions) {
-    const auto& known = corruption_names();
-    if (std::find(known.begin(), known.end(), name) == known.end()) {
-      std::string list;
-      for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-      fail_field("corruptions", "'", name, "' is not a corruption (", list, ")");
-    }
-  }
+  for (const auto& name : c.corruptions)
+    with_field("corruptions", [&] { check_corruption(name, static_cast<int>(c.severity)); });
 
   std::vector<std::string> classes;
   std::vector<std::function<TestSet()>> sets;  // built lazily: a resumed run skips finished ones
   std::vector<std::string> set_names;
   if (!c.images.empty()) {
-    const std::filesystem::path root = c.images;
-    if (!std::filesystem::exists(root)) fail_field("images", root.string(), " does not exist");
-    if (!std::filesystem::is_directory(root)) fail_field("images", root.string(), " is not a folder");
+    const std::filesystem::path root = c.images;  // exists and is a folder: the runner checked (Input::Folder)
     classes = info.class_names;
     std::vector<std::filesystem::path> subsets;
     for (const auto& e : std::filesystem::directory_iterator(root)) {
