@@ -93,6 +93,7 @@ enum class Input {
   Model,        // the generator the job loads (a model file, or a preset name where the job allows one)
   Adapters,     // adapter / LoRA files applied to the job's Model
   ImageFolder,  // a folder of images (empty: unused)
+  Folder,       // a folder that must exist, whose layout the job itself checks (empty: unused)
 };
 
 // A field naming a file the job writes into its run folder: a plain file name with this extension

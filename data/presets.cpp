@@ -21,6 +21,10 @@ const std::vector<ShapesPreset>& shapes_presets() {
       {"busy",
        "smaller shapes on two-tone and gradient backgrounds",
        {{"min_scale", 0.3}, {"max_scale", 0.6}, {"jitter", 0.2}, {"plain_backgrounds", false}}},
+      {"shipped base",
+       "what assets/models/dit_shapes.safetensors learned: 7 shapes (no hexagon), upright, flat, plain backgrounds "
+       "(test-time adaptation's source domain)",
+       {{"classes", {"circle", "square", "triangle", "star", "cross", "ring", "heart"}}, {"rotation", 0}}},
   };
   return presets;
 }

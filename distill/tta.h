@@ -151,7 +151,7 @@ struct TtaEvalConfig {
     v("images", images,
       "test images: a folder with one sub-folder per class, or one sub-folder per test set each holding class "
       "sub-folders (as `atelier shapes --corruption all` writes); empty: Shapes-C",
-      Input::ImageFolder);
+      Input::Folder);
     data.fields(v);
     v("corruptions", corruptions, "Shapes-C corruptions (empty: all 15)");
     v("severity", severity, "Shapes-C severity", Range{1, 5});

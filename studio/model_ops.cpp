@@ -108,6 +108,10 @@ void check_job_inputs(const JobKind& kind, const json& effective) {
       switch (*f.input) {
         case Input::File: check_exists(f.name, path); break;
         case Input::ImageFolder: with_field(f.name, [&] { (void)FolderDataset::scan(path); }); break;
+        case Input::Folder:
+          check_exists(f.name, path);
+          if (!fs::is_directory(path)) fail_field(f.name, path, " is not a folder");
+          break;
         case Input::Model:
           if (is_dit_preset(path)) break;  // a preset name (random weights) where the job allows one
           check_exists(f.name, path);

@@ -66,7 +66,7 @@ TEST_CASE("DDA projection: a downsample factor that does not divide the image is
   CHECK_THROWS_WITH(dda_project(s.model, s.info, batch.images, p, rng), Catch::Matchers::Contains("downsample"));
   p.downsample = 4;
   p.start = 1000;
-  CHECK_THROWS_WITH(dda_project(s.model, s.info, batch.images, p, rng), Catch::Matchers::Contains("start"));
+  CHECK_THROWS_WITH(dda_project(s.model, s.info, batch.images, p, rng), Catch::Matchers::Contains("project_t"));
 }
 
 namespace {
@@ -142,6 +142,22 @@ TEST_CASE("tta_eval: Shapes-C table, grid and named errors; sda uses the tta_sda
   r = test::run_job_file(dir, bad, "bad2");
   CHECK(r.exit_code != 0);
   CHECK(r.output.find("sda_classifier") != std::string::npos);
+  // A Shapes-C folder as `atelier shapes --corruption all` writes it: one test set per corruption.
+  auto written = test::run_cli("shapes " + (dir / "shapes-c").string() +
+                               " --preset 'shipped base' --corruption all --severity 3 --count 4");
+  REQUIRE(written.exit_code == 0);
+  nlohmann::json folder_job = {{"kind", "tta_eval"},
+                               {"model", test::source_path("assets/models/dit_shapes.safetensors").string()},
+                               {"classifier", test::source_path("assets/models/probe.safetensors").string()},
+                               {"methods", {"source"}},
+                               {"images", (dir / "shapes-c").string()}};
+  r = test::run_job_file(dir, folder_job, "folder");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  auto folder_results = nlohmann::json::parse(read_file(dir / "folder" / "results.json"));
+  CHECK(folder_results["sets"].size() == 15);
+  CHECK(folder_results["sets"]["fog"]["images"] == 4);
+
   bad = job;
   bad["images"] = (dir / "missing").string();
   r = test::run_job_file(dir, bad, "bad3");
@@ -183,6 +199,7 @@ TEST_CASE("TPT restarts from the initial prompt for every image and leaves the m
   CHECK(test::max_abs_diff(both, zero_shot) > 1e-4);
   const auto after = clip->parameters();
   for (std::size_t i = 0; i < saved.size(); ++i) CHECK(test::max_abs_diff(after[i], saved[i]) == 0.0);
+  for (const auto& p : after) CHECK(p.requires_grad());  // frozen only while tuning
 
   // DiffTPT asks the diffusion model for its views once per image, and keeps the output shape.
   int calls = 0;

@@ -242,7 +242,7 @@ bool path_field(Ui& /*ui*/, const char* label, std::string& path, bool folders, 
 namespace {
 
 // A string field naming one file or folder: what the job declares as an input (Input::File, Model,
-// ImageFolder), plus the older fields that name files without declaring it.
+// ImageFolder, Folder), plus the older fields that name files without declaring it.
 bool is_path_field(const FieldInfo& f) {
   if (f.input) return *f.input != Input::Adapters;
   const std::string& n = f.name;
@@ -251,7 +251,8 @@ bool is_path_field(const FieldInfo& f) {
 }
 
 bool is_folder_field(const FieldInfo& f) {
-  return f.input ? *f.input == Input::ImageFolder : f.name == "images" || f.name == "data_dir";
+  return f.input ? *f.input == Input::ImageFolder || *f.input == Input::Folder
+                 : f.name == "images" || f.name == "data_dir";
 }
 
 std::string tooltip(const FieldInfo& f) {
