@@ -77,10 +77,12 @@ void register_builtin_jobs(JobRegistry& registry) {
                           "Synthetic-domain alignment: fine-tune a classifier on the base model's synthetic images "
                           "after DDA projection, for test-time adaptation with tta_eval",
                           &sda_job);
-  registry.add<TtaEvalConfig>("tta_eval",
-                              "Test-time adaptation of a classifier on shifted images (Shapes-C or a folder): "
-                              "source, DDA projection (with self-ensembling), SDA; results table and image grid",
-                              &tta_eval_job);
+  registry.add<TtaEvalConfig>(
+      "tta_eval",
+      "Test-time adaptation of a classifier on shifted images (Shapes-C or a folder): "
+      "source, DDA projection (with self-ensembling), SDA; CLIP zero-shot, TPT, DiffTPT; results table "
+      "and image grid",
+      &tta_eval_job);
 }
 
 }  // namespace atelier
