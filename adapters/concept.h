@@ -11,6 +11,7 @@
 #include "core/config.h"
 #include "core/job.h"
 #include "core/train_loop.h"
+#include "data/shapes.h"
 
 namespace atelier {
 
@@ -40,9 +41,8 @@ struct ConceptConfig {
     v("base", base, "base model (Atelier DiT file)", Input::Model);
     v("concept", token, "the new token's name (empty: the glyph's or the image folder's name)");
     v("images", images, "folder of the concept's images (empty: draw the Shapes glyph)", Input::ImageFolder);
-    v("glyph", glyph, "Shapes concept glyph drawn when no image folder is given",
-      Choices{"spiral", "bolt", "key", "moon", "eye"});
-    v("styles", styles, "Shapes styles of the glyph images");
+    v("glyph", glyph, "Shapes concept glyph drawn when no image folder is given", Choices(shapes::glyph_names()));
+    v("styles", styles, "Shapes styles of the glyph images", Choices(shapes::style_names()));
     v("rank", rank, "LoRA rank (ortho_lora: basis columns per concept)", Range{1, 4096});
     v("alpha", alpha, "LoRA alpha (scale = alpha / rank)", Range{0, 1e6});
     v("targets", targets, "LoRA target layers (path tails or globs)");
@@ -81,7 +81,7 @@ struct MergeConfig {
   void fields(V& v) {
     v("base", base, "base model the adapters were trained on", Input::Model);
     v("adapters", adapters, "concept adapter files (lora / ortho_lora jobs)", Input::Adapters);
-    v("weights", weights, "one merge weight per adapter (empty: 0.6 each)", Range{-100, 100});
+    v("weights", weights, "one merge weight per adapter (empty: 0.6 each)", PerItem{"adapters", 0.6}, Range{-100, 100});
     v("block_weights", block_weights, "one weight per DiT block for every LoRA update (empty: 1 each)",
       Range{-100, 100});
     v("per_concept", per_concept, "preview images per concept (one grid row each)", Range{1, 256});

@@ -5,11 +5,15 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <numeric>
+#include <optional>
 
 #include "adapters/lora_files.h"
 #include "adapters/ortho.h"
 #include "core/atomic_file.h"
+#include "core/report.h"
 #include "core/runtime.h"
+#include "data/folder_dataset.h"
 #include "diffusion/generate.h"
 #include "diffusion/objective.h"
 #include "diffusion/train_base.h"
@@ -45,24 +49,83 @@ DiT load_base(const FineTuneConfig& c, DiTModelInfo& info) {
   return with_field("base", [&] { return load_dit_model(c.base, &info); });
 }
 
+// The target domain: a Shapes domain (`data`), or the images of the `images` folder, loaded once at the
+// training size.
+struct Target {
+  std::optional<shapes::Spec> spec;  // Shapes
+  std::string folder;                // else: the folder, its images [N, 3, S, S] in [-1, 1] and labels [N]
+  torch::Tensor images, labels;
+  std::vector<std::string> classes;
+  std::uint64_t seed = 0;
+
+  // Folder positions first .. first + n - 1 of an endless run of epochs, each a permutation drawn from
+  // (seed, epoch): a function of the step alone, so a resumed run sees the same batches.
+  torch::Tensor order(std::int64_t first, std::int64_t n) const {
+    const std::int64_t size = images.size(0);
+    std::vector<std::int64_t> out;
+    torch::Tensor perm;
+    for (std::int64_t i = first, epoch = -1; i < first + n; ++i) {
+      if (i / size != epoch) {
+        epoch = i / size;
+        Rng rng(seed ^ (0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(epoch + 1)));
+        perm = torch::randperm(size, rng.generator(), torch::kLong);
+      }
+      out.push_back(perm[i % size].item<std::int64_t>());
+    }
+    return torch::tensor(out, torch::kLong);
+  }
+  // Training images [first, first + n): Shapes' train split, or the folder in seeded epochs.
+  shapes::Batch batch(std::int64_t first, std::int64_t n) const {
+    if (spec) return shapes::make_batch(*spec, 0, first, n);
+    const auto idx = order(first, n);
+    return {images.index_select(0, idx), labels.index_select(0, idx), {}};
+  }
+  // FD reference of the folder: up to `n` of its images, a seeded random subset (every image when fewer).
+  torch::Tensor folder_reference(std::int64_t n) const {
+    return images.index_select(0, order(0, std::min(n, images.size(0))));
+  }
+};
+
+Target load_target(const FineTuneConfig& c, int size) {
+  Target t;
+  t.seed = static_cast<std::uint64_t>(c.seed) + 7;
+  if (c.images.empty()) {
+    t.spec = c.data.spec(size);
+    t.classes = shapes_class_names(*t.spec);
+    return t;
+  }
+  const FolderDataset folder = with_field("images", [&] { return FolderDataset::scan(c.images); });
+  std::vector<std::size_t> all(folder.size());
+  std::iota(all.begin(), all.end(), std::size_t{0});
+  std::tie(t.images, t.labels) = folder.batch(all, size);
+  t.folder = c.images;
+  // Folder names are bytes; class names go into JSON metadata, so what is not UTF-8 is escaped.
+  for (const auto& name : folder.classes()) t.classes.push_back(printable(name, false));
+  return t;
+}
+
 // Points the base at the target domain: the training size (positional grid scaled to the base's) and
-// a label table re-targeted to the domain's classes. Returns the domain's Shapes spec.
-shapes::Spec retarget(DiT& model, DiTModelInfo& info, const FineTuneConfig& c, Rng& init_rng, JobContext& ctx) {
+// a label table re-targeted to the domain's classes; info.data records the domain (its ShapesData, or
+// the folder's path).
+Target retarget(DiT& model, DiTModelInfo& info, const FineTuneConfig& c, Rng& init_rng, JobContext& ctx) {
   const std::int64_t base_size = model->config().input_size;
   const std::int64_t size = c.image_size > 0 ? c.image_size : base_size;
-  const shapes::Spec spec = c.data.spec(static_cast<int>(size));
   if (size % model->config().patch_size != 0)
     fail_field("image_size", size, " is not a multiple of the base model's patch size ", model->config().patch_size);
+  Target target = load_target(c, static_cast<int>(size));
+  if (!target.folder.empty())
+    ctx.report.info("target: " + std::to_string(target.images.size(0)) + " images of " +
+                    std::to_string(target.classes.size()) + " class(es) in " + printable(target.folder, false) +
+                    " (the Shapes fields are ignored)");
   if (size != base_size) {
     model->set_input_size(size, static_cast<double>(base_size / model->config().patch_size));
     ctx.report.info("resolution adaptation: " + std::to_string(base_size) + " -> " + std::to_string(size) +
                     " (positional grid scaled to the base's)");
   }
-  const auto classes = shapes_class_names(spec);
-  retarget_labels(model, info.class_names, classes, init_rng, c.label_init);
-  info.class_names = classes;
-  info.data = to_json(c.data);
-  return spec;
+  retarget_labels(model, info.class_names, target.classes, init_rng, c.label_init);
+  info.class_names = target.classes;
+  info.data = target.spec ? to_json(c.data) : json(c.images);
+  return target;
 }
 
 // Logs what trains (by kind of tensor) and returns {"trainable_parameters", "model_parameters",
@@ -103,7 +166,8 @@ struct Evaluation {
 // metrics.json of a run: parameter counts, adapter size, speed, memory and the before/after metrics; the
 // headline figures also go to the job's metrics event.
 void write_metrics(const json& counts, const FineTuneConfig& c, const Evaluation& before, const Evaluation& after,
-                   double steps_run, double seconds, double data_seconds, std::int64_t image_size, JobContext& ctx) {
+                   const std::string& fd_reference, double steps_run, double seconds, double data_seconds,
+                   std::int64_t image_size, JobContext& ctx) {
   json m = counts;
   m.update({{"method", enum_name(c.tune.method)},
             {"adapter_bytes", static_cast<std::int64_t>(std::filesystem::file_size(ctx.path(c.output)))},
@@ -112,6 +176,7 @@ void write_metrics(const json& counts, const FineTuneConfig& c, const Evaluation
             {"data_seconds", data_seconds},
             {"peak_rss_mb", peak_rss_mb()},
             {"image_size", image_size},
+            {"fd_reference", fd_reference},
             {"before", before.to_json()},
             {"after", after.to_json()}});
   write_file_atomic(ctx.path("metrics.json"), m.dump(2) + "\n");
@@ -123,24 +188,45 @@ void write_metrics(const json& counts, const FineTuneConfig& c, const Evaluation
                       {"steps_per_second", m["steps_per_second"].get<double>()}});
 }
 
-// Samples eval_per_class images per class as a grid and, with a probe, measures probe accuracy and
-// FD-shapes against real test-split images of the target domain.
+// Samples eval_per_class images per class as a grid and, with a probe, measures FD-shapes against real
+// images of the target domain (Shapes: its test split; a folder: its own images) and probe accuracy when
+// the probe knows the target's classes.
 class Evaluator {
  public:
-  Evaluator(const FineTuneConfig& c, const shapes::Spec& spec, const std::vector<std::string>& classes)
-      : c_(c), metrics_(c.probe, classes, c.eval_per_class, &spec, c.reference_samples) {}
+  Evaluator(const FineTuneConfig& c, const Target& target, JobContext& ctx) : c_(c), metrics_(make_metrics(c, target)) {
+    if (!metrics_.has_probe()) return;
+    if (!metrics_.knows_classes())
+      ctx.report.info("no probe accuracy: the probe does not know class '" + metrics_.unknown_class() +
+                      "' (it knows the Shapes classes and glyphs)");
+    if (!metrics_.has_reference())
+      ctx.report.info("no FD-shapes: it needs at least 2 images in " + printable(c.images, false));
+    else
+      reference_ =
+          (target.spec ? "Shapes test split, " : printable(target.folder, false) + " (the training images), ") +
+          std::to_string(metrics_.reference_size()) + " images";
+  }
   Evaluation run(DiT& model, const DiTModelInfo& info, const std::string& file, const std::string& title,
                  JobContext& ctx) {
     auto images = save_class_grid(model, info, c_.eval_per_class, c_.preview.sample_steps, c_.preview.cfg_scale,
                                   static_cast<std::uint64_t>(c_.seed) + 5, ctx.path(file), title, &ctx.cancel);
     ctx.report.artifact(file, ctx.path(file));
-    if (!metrics_.has_probe()) return {};
-    return {metrics_.class_accuracy(images), metrics_.fd_shapes(images)};
+    Evaluation e;
+    if (metrics_.knows_classes()) e.probe_accuracy = metrics_.class_accuracy(images);
+    if (metrics_.has_reference()) e.fd_shapes = metrics_.fd_shapes(images);
+    return e;
   }
+  // What FD-shapes is measured against (empty: not measured).
+  const std::string& reference() const { return reference_; }
 
  private:
+  static ClassGridMetrics make_metrics(const FineTuneConfig& c, const Target& t) {
+    if (t.spec) return {c.probe, t.classes, c.eval_per_class, &*t.spec, c.reference_samples};
+    if (c.probe.empty() || t.images.size(0) < 2) return {c.probe, t.classes, c.eval_per_class, torch::Tensor()};
+    return {c.probe, t.classes, c.eval_per_class, t.folder_reference(c.reference_samples)};
+  }
   const FineTuneConfig& c_;
   ClassGridMetrics metrics_;
+  std::string reference_;
 };
 
 }  // namespace
@@ -175,7 +261,7 @@ DiT load_adapted_model(const std::string& base, const std::vector<std::string>& 
     if (files[k]) {
       const AdapterFile& a = *files[k];
       lora = apply_adapter(model, i, a, adapters[k], base, hash, w);
-      if (!a.info.config.is_null() && a.info.config.contains("data")) i.data = a.info.config["data"];
+      if (a.info.settings.contains("data")) i.data = a.info.settings["data"];  // difffit: the target domain
     } else {
       lora = with_field("adapters", [&] {
         return to_lora(read_lora_file(adapters[k], lora_layer_paths(*model)), *model, adapters[k]);
@@ -199,7 +285,7 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
   DiT model = load_base(c, info);
   const std::string base_hash = c.dry_run ? std::string() : model_hash(*model);
   Rng init_rng(static_cast<std::uint64_t>(c.seed));  // new label rows, then LoRA's down-projections
-  const shapes::Spec spec = retarget(model, info, c, init_rng, ctx);
+  const Target target = retarget(model, info, c, init_rng, ctx);
   model->to(device);
   Tuning tuning = prepare_tuning(model, c.tune, &init_rng);
   info.dit = model->config();
@@ -221,7 +307,7 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
   loop.ema(*trained.ema, *trained.live, c.ema_decay);
 
   // "Before": the base model as re-targeted, at step 0 (kept across resumes in before.json).
-  Evaluator evaluator(c, spec, info.class_names);
+  Evaluator evaluator(c, target, ctx);
   Evaluation before;
   if (const auto file = ctx.path("before.json"); std::filesystem::exists(file)) {
     before = Evaluation::from_json(load_json_file(file));
@@ -230,8 +316,10 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
     write_file_atomic(file, before.to_json().dump(2));
   }
   auto write_adapter = [&] {
+    json settings = tuning.settings;
+    settings["data"] = info.data;  // the target domain, for `sample` with the adapter
     save_adapter(ctx.path(c.output), trained.ema_tensors(tuning),
-                 {adapter_method(c.tune.method), base_hash, info.class_names, tuning.settings, to_json(c)});
+                 {adapter_method(c.tune.method), base_hash, info.class_names, settings, to_json(c)});
     ctx.report.artifact("adapter", ctx.path(c.output));
   };
 
@@ -249,7 +337,7 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
   model->train();
   loop.run([&](std::int64_t step) {
     const auto t0 = std::chrono::steady_clock::now();
-    const auto batch = shapes::make_batch(spec, 0, step * c.train.batch, c.train.batch);
+    const auto batch = target.batch(step * c.train.batch, c.train.batch);
     data_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     auto terms = training_terms(model, objective, batch, rng);
     return TrainStep{terms.loss.mean(), {{"mse", terms.mse.mean()}}};
@@ -269,8 +357,8 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
     });
     ctx.report.artifact("model", ctx.path("model.safetensors"));
   }
-  write_metrics(counts, c, before, after, static_cast<double>(c.train.steps - loop.start()), loop.step_seconds(),
-                data_seconds, model->config().input_size, ctx);
+  write_metrics(counts, c, before, after, evaluator.reference(), static_cast<double>(c.train.steps - loop.start()),
+                loop.step_seconds(), data_seconds, model->config().input_size, ctx);
 }
 
 }  // namespace atelier

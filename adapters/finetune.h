@@ -1,8 +1,9 @@
-// The `difffit` job: adapts a DiT base model to a Shapes target domain with DiffFit or one of its
-// baselines (BitFit, full fine-tuning, LoRA) under the same data, steps, batch and evaluation, optionally
-// at a larger resolution (positional grid scaled to the base's). Writes before/after grids, the adapter
-// file, metrics.json (FD-shapes and probe accuracy before/after, trainable fraction, adapter size,
-// steps/s, peak memory) and, with "fold", a standalone model.
+// The `difffit` job: adapts a DiT base model to a target domain (a Shapes domain, or a folder of images
+// with one sub-folder per class) with DiffFit or one of its baselines (BitFit, full fine-tuning, LoRA)
+// under the same data, steps, batch and evaluation, optionally at a larger resolution (positional grid
+// scaled to the base's). Writes before/after grids, the adapter file, metrics.json (FD-shapes against the
+// target's real images and probe accuracy (when the probe knows the classes) before/after, trainable
+// fraction, adapter size, steps/s, peak memory) and, with "fold", a standalone model.
 #pragma once
 #include <string>
 
@@ -17,6 +18,7 @@ namespace atelier {
 
 struct FineTuneConfig {
   std::string base = "assets/models/dit_shapes.safetensors";
+  std::string images;
   TuneSettings tune;
   ShapesData data;
   std::int64_t image_size = 0;
@@ -39,6 +41,10 @@ struct FineTuneConfig {
   template <class V>
   void fields(V& v) {
     v("base", base, "base model: an Atelier DiT file, or a preset name (random weights; dry_run only)", Input::Model);
+    v("images", images,
+      "folder of target images: one sub-folder per class (a flat folder is one class named after it), the Shapes "
+      "fields (classes, glyphs, styles, ...) then ignored; empty: the Shapes target below",
+      Input::ImageFolder);
     tune.fields(v);
     data.fields(v);
     v("image_size", image_size, "training size (0: the base's; larger: resolution adaptation)", Range{0, 1024});

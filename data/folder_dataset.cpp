@@ -55,7 +55,10 @@ FolderDataset FolderDataset::scan(const fs::path& root) {
   }
   if (d.items_.empty()) {
     for (auto& img : images_in(root)) d.items_.push_back({img, 0, read_caption(img)});
-    if (!d.items_.empty()) d.classes_ = {root.filename().string()};
+    // "art", "art/" and "art/." all name the class "art".
+    fs::path named = fs::absolute(root).lexically_normal();
+    if (!named.has_filename()) named = named.parent_path();
+    if (!d.items_.empty()) d.classes_ = {named.filename().string()};
   }
   if (d.items_.empty()) fail(root.string(), ": no images (PNG, JPEG or BMP) in the folder or its class sub-folders");
   return d;

@@ -20,9 +20,9 @@ struct ShapesData {
 
   template <class V>
   void fields(V& v) {
-    v("classes", classes, "Shapes classes (empty: all 8)");
-    v("glyphs", glyphs, "concept glyphs to draw instead of shapes");
-    v("styles", styles, "rendering styles sampled uniformly");
+    v("classes", classes, "Shapes classes (empty: all 8)", Choices(shapes::shape_names()));
+    v("glyphs", glyphs, "concept glyphs to draw instead of shapes", Choices(shapes::glyph_names()));
+    v("styles", styles, "rendering styles sampled uniformly", Choices(shapes::style_names()));
     v("min_scale", min_scale, "smallest shape extent / image size", Range{0.1, 1});
     v("max_scale", max_scale, "largest shape extent / image size", Range{0.1, 1});
     v("jitter", jitter, "max centre offset (fraction of the image)", Range{0, 0.4});

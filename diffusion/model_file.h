@@ -18,7 +18,7 @@ struct DiTModelInfo {
   std::string prediction = "eps";
   std::int64_t num_train_timesteps = 1000;
   std::vector<std::string> class_names;
-  json data;  // ShapesData of the training set
+  json data;  // ShapesData of the training set, or the path of its image folder (a string: not Shapes)
 };
 
 void save_dit_model(const std::filesystem::path& path, DiT& model, const DiTModelInfo& info, const json& config);

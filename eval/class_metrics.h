@@ -19,18 +19,29 @@ class ClassGridMetrics {
   // naming the field 'probe'. With `domain`, `reference_samples` images of its test split are the FD reference.
   ClassGridMetrics(const std::string& probe, const std::vector<std::string>& class_names, std::int64_t per_class,
                    const shapes::Spec* domain, std::int64_t reference_samples);
+  // The same with the FD reference images given ([N, 3, H, W] in [-1, 1], N >= 2; undefined: none), e.g. a
+  // folder of real images.
+  ClassGridMetrics(const std::string& probe, const std::vector<std::string>& class_names, std::int64_t per_class,
+                   torch::Tensor reference);
 
   bool has_probe() const { return probe_.has_value(); }
+  // The probe knows every class (Shapes classes and glyphs; eval/labels.h), so class_accuracy means something.
+  bool knows_classes() const { return has_probe() && unknown_class_.empty(); }
+  // A class the probe does not know (empty when it knows them all).
+  const std::string& unknown_class() const { return unknown_class_; }
+  bool has_reference() const { return has_probe() && reference_.defined(); }
+  std::int64_t reference_size() const { return reference_.defined() ? reference_.size(0) : 0; }
   ProbeNet& probe() { return *probe_; }
-  // Fraction of the grid's images whose probe label is their class (needs the probe).
+  // Fraction of the grid's images whose probe label is their class (needs the probe and knows_classes()).
   double class_accuracy(const torch::Tensor& images);
-  // FD-shapes to the reference images (needs the probe and a domain).
+  // FD-shapes to the reference images (needs the probe and a reference).
   double fd_shapes(const torch::Tensor& images);
 
  private:
   std::optional<ProbeNet> probe_;
   torch::Tensor reference_;
   std::vector<std::int64_t> labels_;
+  std::string unknown_class_;
 };
 
 }  // namespace atelier

@@ -38,4 +38,10 @@ std::int64_t probe_label_of(const std::string& name) {
   fail("'", name, "' is neither a Shapes class nor a concept glyph");
 }
 
+bool probe_knows(const std::string& name) {
+  const auto& s = shapes::shape_names();
+  const auto& g = shapes::glyph_names();
+  return std::find(s.begin(), s.end(), name) != s.end() || std::find(g.begin(), g.end(), name) != g.end();
+}
+
 }  // namespace atelier

@@ -14,5 +14,7 @@ std::int64_t probe_glyph_label(std::int64_t glyph);
 // Name of a label; label of a Shapes class or glyph name (Error naming it when it is neither).
 std::string probe_label_name(std::int64_t label);
 std::int64_t probe_label_of(const std::string& name);
+// Whether `name` is a Shapes class or glyph, i.e. has a probe label.
+bool probe_knows(const std::string& name);
 
 }  // namespace atelier

@@ -9,6 +9,7 @@
 #include "adapters/tuning.h"
 #include "core/atomic_file.h"
 #include "core/training_state.h"
+#include "data/presets.h"
 #include "helpers.h"
 
 using namespace atelier;
@@ -264,7 +265,7 @@ TEST_CASE("difffit job: adapter file, before/after metrics, fold, and loading on
       {"probe", ""},      {"per_class", 1},          {"steps", 2}};
   auto bad_sample = test::run_job_file(dir, sample, "bad-sample");
   CHECK(bad_sample.exit_code == 1);
-  CHECK_THAT(bad_sample.output, Contains("adapter for base model"));
+  CHECK_THAT(bad_sample.output, Contains("was trained on another base model"));
   auto not_adapter =
       test::run_cli("fold " + base.string() + " " + base.string() + " -o " + (dir / "x.safetensors").string());
   CHECK(not_adapter.exit_code == 1);
@@ -298,4 +299,48 @@ TEST_CASE("difffit job: LoRA baseline and 16 -> 32 resolution adaptation", "[ada
   auto bad = test::run_job_file(dir, big, "bad");
   CHECK(bad.exit_code == 1);
   CHECK_THAT(bad.output, Contains("field 'image_size': 30 is not a multiple of the base model's patch size 4"));
+}
+
+TEST_CASE("difffit job on an image folder: its classes, FD to its images, sample with the adapter",
+          "[adapters][difffit][cli]") {
+  test::TempDir dir;
+  const auto base = test::tiny_base_model(dir, 0);  // classes circle, square
+  // Two classes: one the base and the probe know (circle), one neither knows (blob).
+  write_shapes_folder({{"classes", {"circle", "triangle"}}, {"styles", {"night"}}}, 16, 12, dir / "art");
+  fs::rename(dir / "art/triangle", dir / "art/blob");
+  json job = test::tiny_finetune_job(base, "difffit");
+  job["images"] = (dir / "art").string();
+  auto r = test::run_job_file(dir, job, "ft");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(read_file(dir / "ft/log.jsonl"), Contains("the probe does not know class 'blob'"));
+  for (const char* f : {"adapter.safetensors", "before.png", "after.png", "metrics.json"})
+    CHECK(fs::exists(dir / "ft" / f));
+  const AdapterFile a = load_adapter(dir / "ft/adapter.safetensors");
+  CHECK(a.info.classes == std::vector<std::string>{"blob", "circle"});
+  CHECK(a.info.settings["data"] == (dir / "art").string());
+  const json m = load_json_file(dir / "ft/metrics.json");
+  CHECK(m["before"]["fd_shapes"].get<double>() >= 0.0);
+  CHECK(m["after"]["fd_shapes"].get<double>() >= 0.0);
+  CHECK(m["after"]["probe_accuracy"].get<double>() == -1.0);
+  CHECK_THAT(m["fd_reference"].get<std::string>(), Contains("(the training images), 12 images"));
+
+  // `sample` with the adapter draws the folder's classes and skips the Shapes metrics.
+  json sample = {{"kind", "sample"},
+                 {"model", base.string()},
+                 {"adapters", {(dir / "ft/adapter.safetensors").string()}},
+                 {"per_class", 1},
+                 {"steps", 2},
+                 {"probe", test::source_path("assets/models/probe.safetensors").string()}};
+  auto s = test::run_job_file(dir, sample, "sample");
+  INFO(s.output);
+  CHECK(s.exit_code == 0);
+  CHECK_THAT(read_file(dir / "sample/log.jsonl"), Contains("no Shapes metrics"));
+
+  // A folder without images: one error naming the field.
+  fs::create_directories(dir / "empty/sub");
+  job["images"] = (dir / "empty").string();
+  auto bad = test::run_job_file(dir, job, "bad");
+  CHECK(bad.exit_code == 1);
+  CHECK_THAT(bad.output, Contains("'images'") && Contains("no images"));
 }

@@ -38,6 +38,7 @@ TEST_CASE("a flat folder is one class; empty or missing folders are errors namin
   auto d = FolderDataset::scan(dir / "flat");
   CHECK(d.size() == 1);
   CHECK(d.classes() == std::vector<std::string>{"flat"});
+  CHECK(FolderDataset::scan((dir / "flat").string() + "/").classes() == std::vector<std::string>{"flat"});
   std::filesystem::create_directories(dir / "empty/sub");
   CHECK_THROWS_WITH(FolderDataset::scan(dir / "empty"), Catch::Contains("empty") && Catch::Contains("no images"));
   CHECK_THROWS_WITH(FolderDataset::scan(dir / "missing"), Catch::Contains("does not exist"));
