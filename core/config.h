@@ -94,6 +94,27 @@ enum class Input {
   Adapters,     // adapter / LoRA files applied to the job's Model
   ImageFolder,  // a folder of images (empty: unused)
   Folder,       // a folder that must exist, whose layout the job itself checks (empty: unused)
+  Classes,      // class names of the job's Model file (checked against its metadata; empty: every class)
+};
+
+// The name `atelier jobs --json` gives an Input.
+inline const char* input_name(Input input) {
+  switch (input) {
+    case Input::File: return "file";
+    case Input::Model: return "model";
+    case Input::Adapters: return "adapters";
+    case Input::ImageFolder: return "image_folder";
+    case Input::Folder: return "folder";
+    case Input::Classes: return "classes";
+  }
+  return "?";
+}
+
+// A list field holding one value per entry of another list field (a weight per adapter): the studio draws
+// them as one row per entry.
+struct PerItem {
+  const char* of;
+  double fill = 1.0;  // an entry's value while the list is empty ("empty: 1 each")
 };
 
 // A field naming a file the job writes into its run folder: a plain file name with this extension
@@ -112,6 +133,8 @@ struct FieldInfo {
   std::vector<std::string> choices;
   std::optional<Input> input;
   std::optional<OutputFile> output;
+  std::string per_item;  // PerItem: the list field this one has one value per entry of
+  double per_item_fill = 1.0;
 };
 
 namespace config_detail {
@@ -236,6 +259,10 @@ struct Reader {
     read(name, value, std::nullopt, {});
   }
   template <class T>
+  void operator()(const char* name, T& value, const char* /*help*/, PerItem, std::optional<Range> range = {}) {
+    read(name, value, range, {});
+  }
+  template <class T>
   void read(const char* name, T& value, const std::optional<Range>& range, const std::vector<std::string>& choices) {
     seen.emplace_back(name);
     auto it = in.find(name);
@@ -268,8 +295,8 @@ json value_json(const T& value) {
 
 struct Writer {
   json& out;
-  template <class T, class C = int>
-  void operator()(const char* name, const T& value, const char*, const C& = {}) {
+  template <class T, class C = int, class D = int>
+  void operator()(const char* name, const T& value, const char*, const C& = {}, const D& = {}) {
     out[name] = value_json(value);
   }
 };
@@ -280,20 +307,42 @@ struct Describer {
   void operator()(const char* name, const T& value, const char* help, std::optional<Range> range = std::nullopt) {
     std::vector<std::string> choices;
     if constexpr (NamedEnum<T>) choices = enum_name_list<T>();
-    out.push_back({name, type_name<T>(), help, value_json(value), range, choices, std::nullopt, std::nullopt});
+    out.push_back({name, type_name<T>(), help, value_json(value), range, choices, std::nullopt, std::nullopt, {}, 1.0});
   }
   template <class T>
   void operator()(const char* name, const T& value, const char* help, const Choices& choices) {
-    out.push_back(
-        {name, type_name<T>(), help, value_json(value), std::nullopt, choices.values, std::nullopt, std::nullopt});
+    out.push_back({name,
+                   type_name<T>(),
+                   help,
+                   value_json(value),
+                   std::nullopt,
+                   choices.values,
+                   std::nullopt,
+                   std::nullopt,
+                   {},
+                   1.0});
   }
   template <class T>
   void operator()(const char* name, const T& value, const char* help, Input input) {
-    out.push_back({name, type_name<T>(), help, value_json(value), std::nullopt, {}, input, std::nullopt});
+    out.push_back({name, type_name<T>(), help, value_json(value), std::nullopt, {}, input, std::nullopt, {}, 1.0});
   }
   template <class T>
   void operator()(const char* name, const T& value, const char* help, OutputFile output) {
-    out.push_back({name, type_name<T>(), help, value_json(value), std::nullopt, {}, std::nullopt, output});
+    out.push_back({name, type_name<T>(), help, value_json(value), std::nullopt, {}, std::nullopt, output, {}, 1.0});
+  }
+  template <class T>
+  void operator()(const char* name, const T& value, const char* help, PerItem per_item,
+                  std::optional<Range> range = std::nullopt) {
+    out.push_back({name,
+                   type_name<T>(),
+                   help,
+                   value_json(value),
+                   range,
+                   {},
+                   std::nullopt,
+                   std::nullopt,
+                   per_item.of,
+                   per_item.fill});
   }
 };
 

@@ -80,15 +80,16 @@ struct SampleConfig {
   void fields(V& v) {
     v("model", model, "DiT model file: Atelier's, an official DiT .pt, or diffusers weights", Input::Model);
     v("adapters", adapters, "adapter files applied to the model at load time", Input::Adapters);
-    v("adapter_weights", adapter_weights, "one weight per adapter (empty: 1 each)", Range{-100, 100});
+    v("adapter_weights", adapter_weights, "one weight per adapter (empty: 1 each)", PerItem{"adapters"},
+      Range{-100, 100});
     v("block_weights", block_weights, "LoRA adapters: one weight per DiT block (empty: 1 each)", Range{-100, 100});
     v("vae", vae, "VAE that decodes a latent model's samples (AutoencoderKL: diffusers, old or LDM names)",
       Input::File);
-    v("classes", classes, "class names to draw (empty: every class of the model)");
+    v("classes", classes, "class names to draw (empty: every class of the model)", Input::Classes);
     v("per_class", per_class, "images per class (one grid row per class)", Range{1, 4096});
     sampler.fields(v);
     v("seed", seed, "seed of the initial noise", Range{0, 9e15});
-    v("probe", probe, "Shapes probe for metrics of Shapes models (empty: no metrics)");
+    v("probe", probe, "Shapes probe for metrics of Shapes models (empty: no metrics)", Input::File);
     v("reference_samples", reference_samples, "real test-split images for FD-shapes", Range{16, 1e6});
     v("output", output, "grid file written in the run folder", OutputFile{".png"});
     v("device", device, "auto (CUDA when present), cpu, cuda or cuda:N");

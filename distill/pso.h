@@ -15,6 +15,7 @@
 #include "core/config.h"
 #include "core/job.h"
 #include "core/train_loop.h"
+#include "data/shapes.h"
 #include "distill/pso_loss.h"
 
 namespace atelier {
@@ -54,7 +55,8 @@ struct PsoConfig {
     v("images", images,
       "target images: a folder with one sub-folder per class of the model (empty: Shapes in `styles`)",
       Input::ImageFolder);
-    v("styles", styles, "Shapes target: the model's classes drawn in these rendering styles");
+    v("styles", styles, "Shapes target: the model's classes drawn in these rendering styles",
+      Choices(shapes::style_names()));
     v("count", count, "Shapes target: number of target images", Range{1, 4096});
     v("objective", objective, "pso (pairwise sample optimization) or naive (plain diffusion loss, the baseline)");
     v("loss", loss.loss, "PSO loss: hinge (with the prior term) or logistic (against the frozen model)");

@@ -21,6 +21,7 @@
 #include "core/job.h"
 #include "core/rng.h"
 #include "core/train_loop.h"
+#include "data/corruptions.h"
 #include "data/shapes_data.h"
 #include "diffusion/dit.h"
 #include "diffusion/generate.h"
@@ -94,7 +95,7 @@ struct SdaConfig {
     v("model", model, "the base diffusion model (Atelier DiT) that makes and projects the synthetic data",
       Input::Model);
     v("classifier", classifier, "the source classifier: a Shapes probe file", Input::File);
-    v("classes", classes, "classes to synthesise and align (empty: every class of the model)");
+    v("classes", classes, "classes to synthesise and align (empty: every class of the model)", Input::Classes);
     v("per_class", per_class, "synthetic images per class (SDA: 50)", Range{1, 100000});
     v("sampler", sampler.sampler, "sampler of the synthetic images",
       Choices{"ddpm", "ddim", "euler", "euler_a", "dpmpp_2m"});
@@ -153,7 +154,7 @@ struct TtaEvalConfig {
       "sub-folders (as `atelier shapes --corruption all` writes); empty: Shapes-C",
       Input::Folder);
     data.fields(v);
-    v("corruptions", corruptions, "Shapes-C corruptions (empty: all 15)");
+    v("corruptions", corruptions, "Shapes-C corruptions (empty: all 15)", Choices(corruption_names()));
     v("severity", severity, "Shapes-C severity", Range{1, 5});
     v("count", count, "test images per set (Shapes test split; the first of a folder)", Range{1, 1e6});
     v("clean", clean, "also evaluate the uncorrupted Shapes test images");

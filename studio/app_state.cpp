@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "core/atomic_file.h"
+#include "core/image.h"
 #include "data/presets.h"
 #include "diffusion/generate.h"
 #include "studio/model_ops.h"
@@ -17,7 +18,52 @@ bool edited_as_text(const FieldInfo& f) {
   return f.type == "object" || f.type.rfind("list", 0) == 0;
 }
 
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+}
+
 }  // namespace
+
+std::string list_text(const json& value) {
+  if (!value.is_array()) return value.dump();
+  std::string out;
+  for (const auto& v : value) {
+    if (v.is_string() && v.get<std::string>().find(',') != std::string::npos) return value.dump();
+    if (!v.is_string() && !v.is_number() && !v.is_boolean()) return value.dump();
+    out += (out.empty() ? "" : ", ") + (v.is_string() ? v.get<std::string>() : v.dump());
+  }
+  return out;
+}
+
+json parse_list_text(const FieldInfo& f, const std::string& text) {
+  const std::string t = trim(text);
+  if (f.type == "object" || (!t.empty() && (t[0] == '[' || t[0] == '{'))) {
+    json parsed = json::parse(t.empty() ? "{}" : t, nullptr, false);
+    if (parsed.is_discarded()) fail_field(f.name, "not valid JSON: ", text);
+    return parsed;
+  }
+  json list = json::array();
+  if (t.empty()) return list;
+  const bool strings = f.type == "list[string]";
+  std::size_t start = 0;
+  while (start <= t.size()) {
+    const std::size_t comma = std::min(t.find(',', start), t.size());
+    std::string item = trim(t.substr(start, comma - start));
+    start = comma + 1;
+    if (strings) {
+      if (item.size() >= 2 && item.front() == '"' && item.back() == '"') item = item.substr(1, item.size() - 2);
+      list.push_back(item);
+    } else {
+      json number = json::parse(item, nullptr, false);
+      if (number.is_discarded() || !number.is_number())
+        fail_field(f.name, "'", item, "' is not a number (give numbers separated by commas: 1, 2, 4)");
+      list.push_back(number);
+    }
+  }
+  return list;
+}
 
 // ---- JobForm -----------------------------------------------------------------------------------
 
@@ -28,8 +74,16 @@ void JobForm::set_kind(const JobKind& k, bool keep) {
   json_text.clear();
   for (const auto& f : k.fields) {
     values[f.name] = keep && old.contains(f.name) ? old[f.name] : f.default_value;
-    if (edited_as_text(f)) json_text[f.name] = values[f.name].dump();
+    if (edited_as_text(f)) json_text[f.name] = list_text(values[f.name]);
   }
+  validate(k);
+}
+
+void JobForm::set_value(const JobKind& k, const std::string& field, json value) {
+  auto f = std::find_if(k.fields.begin(), k.fields.end(), [&](const FieldInfo& i) { return i.name == field; });
+  if (f == k.fields.end()) fail("job kind '", k.name, "' has no field '", field, "'");
+  if (edited_as_text(*f)) json_text[field] = list_text(value);
+  values[field] = std::move(value);
   validate(k);
 }
 
@@ -39,18 +93,24 @@ bool JobForm::validate(const JobKind& k) {
   effective = json();
   for (const auto& f : k.fields) {
     if (!edited_as_text(f)) continue;
-    json parsed = json::parse(json_text[f.name], nullptr, false);
-    if (parsed.is_discarded())
-      field_errors[f.name] = "field '" + f.name + "': not valid JSON: " + json_text[f.name];
-    else
-      values[f.name] = parsed;
+    try {
+      values[f.name] = parse_list_text(f, json_text[f.name]);
+    } catch (const FieldError& e) {
+      field_errors[f.name] = e.what();
+    }
   }
   if (!field_errors.empty()) {
     error = field_errors.begin()->second;
     return false;
   }
   try {
-    effective = k.normalize(values);
+    json normalized = k.normalize(values);
+    // The runner's own pre-check (inputs exist, classes known, adapters fit the base), with shipped models
+    // found as the runner finds them: a problem shows before Start, not after a job has worked for a minute.
+    json resolved = normalized;
+    resolve_input_paths(k.fields, resolved);
+    check_job_inputs(k, resolved);
+    effective = std::move(normalized);
     return true;
   } catch (const FieldError& e) {
     error = e.what();
@@ -75,6 +135,52 @@ void JobForm::set(const JobKind& k, const std::string& field, const std::string&
   validate(k);
 }
 
+const FieldInfo* JobForm::input_field(const JobKind& k, Input input) {
+  for (const auto& f : k.fields)
+    if (f.input == input) return &f;
+  return nullptr;
+}
+
+namespace {
+
+// The PerItem list of `field` (weights of adapters), null when none.
+const FieldInfo* per_item_field(const JobKind& k, const std::string& field) {
+  for (const auto& f : k.fields)
+    if (f.per_item == field) return &f;
+  return nullptr;
+}
+
+}  // namespace
+
+bool JobForm::add_adapter(const JobKind& k, const std::string& path) {
+  const FieldInfo* f = input_field(k, Input::Adapters);
+  if (f == nullptr) return false;
+  json list = values[f->name].is_array() ? values[f->name] : json::array();
+  if (const FieldInfo* w = per_item_field(k, f->name)) {
+    // An empty weight list means "the fill value each": made explicit so every adapter has its slider value.
+    json weights = values[w->name].is_array() ? values[w->name] : json::array();
+    while (weights.size() < list.size()) weights.push_back(w->per_item_fill);
+    weights.push_back(w->per_item_fill);
+    set_value(k, w->name, weights);
+  }
+  list.push_back(path);
+  set_value(k, f->name, list);
+  return true;
+}
+
+void JobForm::remove_adapter(const JobKind& k, std::size_t index) {
+  const FieldInfo* f = input_field(k, Input::Adapters);
+  if (f == nullptr || !values[f->name].is_array() || index >= values[f->name].size()) return;
+  json list = values[f->name];
+  list.erase(list.begin() + static_cast<std::ptrdiff_t>(index));
+  if (const FieldInfo* w = per_item_field(k, f->name); w && values[w->name].is_array()) {
+    json weights = values[w->name];
+    if (index < weights.size()) weights.erase(weights.begin() + static_cast<std::ptrdiff_t>(index));
+    set_value(k, w->name, weights);
+  }
+  set_value(k, f->name, list);
+}
+
 json JobForm::document() const {
   json doc = values;
   doc["kind"] = kind;
@@ -85,7 +191,7 @@ json JobForm::document() const {
 
 AppState::AppState(fs::path dir, const JobRegistry& registry) : config_dir(std::move(dir)), registry_(registry) {
   load_settings();
-  train.set_kind(registry_.get("train_base"));
+  train.set_kind(registry_.get("difffit"));  // the first customization job an artist runs
   gallery.set_kind(registry_.get("sample"));
   merge.set_kind(registry_.get("merge"));
 }
@@ -247,9 +353,90 @@ void AppState::collect_tasks() {
   }
 }
 
+void AppState::use_as_base(const std::string& path) {
+  const JobKind* k = &registry_.get(train.kind);
+  if (JobForm::input_field(*k, Input::Model) == nullptr) {
+    k = &registry_.get("difffit");
+    train.set_kind(*k);
+  }
+  train.set_value(*k, JobForm::input_field(*k, Input::Model)->name, path);
+}
+
+void AppState::train_on_folder(const std::string& folder) {
+  const JobKind* k = &registry_.get(train.kind);
+  if (JobForm::input_field(*k, Input::ImageFolder) == nullptr) {
+    k = &registry_.get("difffit");
+    train.set_kind(*k);
+  }
+  if (const FieldInfo* f = JobForm::input_field(*k, Input::ImageFolder)) {
+    train.set_value(*k, f->name, folder);
+    show_message(k->name + " will train on " + folder, false);
+  } else {
+    show_message(k->name + " takes no image folder", true);
+  }
+}
+
+void AppState::add_adapter(JobForm& form, const std::string& path) {
+  const JobKind& k = registry_.get(form.kind);
+  if (!form.add_adapter(k, path)) show_message(k.name + " takes no adapters", true);
+}
+
+std::string AppState::drop(const std::vector<std::string>& paths) {
+  std::string panel;
+  for (const auto& path : paths) {
+    std::error_code ec;
+    try {
+      if (fs::is_directory(path, ec)) {
+        open_folder(path);
+        if (!folder_error.empty()) {
+          show_message(folder_error, true);
+          continue;
+        }
+        train_on_folder(path);
+        panel = "Train";
+        continue;
+      }
+      if (fs::path(path).extension() != ".png") fail(path, ": drop a PNG saved by Atelier or a folder of images");
+      const auto text = read_png_text(path);
+      auto it = text.find("atelier.config");
+      if (it == text.end()) fail(path, ": this PNG carries no Atelier settings (no atelier.config text chunk)");
+      json config = json::parse(it->second, nullptr, false);
+      if (!config.is_object()) fail(path, ": its atelier.config chunk is not a JSON object");
+      const std::string kind = config.value("kind", "sample");
+      const JobKind* k = registry_.find(kind);
+      if (k == nullptr) fail(path, ": settings of an unknown job kind '", kind, "'");
+      JobForm& form = kind == "sample" ? gallery : kind == "merge" ? merge : train;
+      form.set_kind(*k);
+      for (const auto& f : k->fields)
+        if (config.contains(f.name)) form.set_value(*k, f.name, config[f.name]);
+      show_message("settings restored from " + path, false);
+      panel = kind == "sample" ? "Gallery" : kind == "merge" ? "Merge" : "Train";
+    } catch (const std::exception& e) {
+      show_message(e.what(), true);
+    }
+  }
+  return panel;
+}
+
 void AppState::refresh_models() {
-  const fs::path ws(settings.workspace);
-  models = scan_model_files({ws / "assets", ws / "runs", ws / "models", fs::path(settings.runs_dir)});
+  const fs::path ws(settings.workspace.empty() ? fs::current_path() : fs::path(settings.workspace));
+  std::vector<fs::path> roots = {ws / "assets", ws / "runs", ws / "models"};
+  if (fs::path(settings.runs_dir).is_absolute()) roots.emplace_back(settings.runs_dir);
+  // The shipped models, wherever Atelier is installed (unless the workspace is the installation itself).
+  std::error_code ec;
+  const fs::path shipped = installation_dir() / "assets" / "models";
+  if (!installation_dir().empty() && !fs::equivalent(shipped, ws / "assets" / "models", ec)) roots.push_back(shipped);
+  models = scan_model_files(roots);
+}
+
+void AppState::open_workspace(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    fail("workspace ", dir.string(), fs::exists(dir) ? " is not a folder" : " does not exist");
+  fs::current_path(dir);
+  settings.workspace = fs::current_path().string();
+  refresh_models();
+  for (JobForm* form : {&train, &gallery, &merge}) form->validate(registry_.get(form->kind));
 }
 
 void AppState::request_report() {

@@ -22,12 +22,13 @@ namespace atelier {
 
 // Persisted between launches (settings.json in the config folder, beside imgui's window layout).
 struct Settings {
-  std::string workspace = ".";  // models are listed from here (assets/, runs/, models/)
+  std::string workspace;  // absolute; models are listed from here (assets/, runs/, models/); empty: not chosen yet
   std::vector<std::string> recent_folders;
   int job_threads = 0;      // LibTorch threads of jobs (0: all cores)
   double font_scale = 0.0;  // 0: the monitor's content scale
   std::string runs_dir = "runs";
-  std::vector<std::string> closed_panels;
+  std::vector<std::string> closed_panels;  // unused since the tabbed layout; older settings files carry it
+  double sidebar_width = 0;                // 0: the default share of the window
 
   template <class V>
   void fields(V& v) {
@@ -36,7 +37,8 @@ struct Settings {
     v("job_threads", job_threads, "LibTorch threads for jobs (0: all cores)", Range{0, 1024});
     v("font_scale", font_scale, "UI scale (0: the monitor's content scale)", Range{0, 4});
     v("runs_dir", runs_dir, "where new runs get their folders");
-    v("closed_panels", closed_panels, "panels closed when the app last quit");
+    v("closed_panels", closed_panels, "unused (panels are tabs); kept so older settings files load");
+    v("sidebar_width", sidebar_width, "width of the Models/Data sidebar in pixels (0: the default)", Range{0, 1e5});
   }
 };
 
@@ -56,8 +58,23 @@ struct JobForm {
   bool validate(const JobKind& k);
   // Sets a field from JSON text (the script's `set`): numbers, strings, lists... Throws Error naming it.
   void set(const JobKind& k, const std::string& field, const std::string& text);
+  // Sets a field to a value (the form's pickers), keeping a list's text in step, and re-validates.
+  void set_value(const JobKind& k, const std::string& field, json value);
+  // Adds a file to the kind's Input::Adapters list (its PerItem weight list, when one is given, gets the
+  // fill value) or removes entry `index` of it (and its weight). False when the kind takes no adapters.
+  bool add_adapter(const JobKind& k, const std::string& path);
+  void remove_adapter(const JobKind& k, std::size_t index);
+  // The kind's first field declared with `input` (null when none).
+  static const FieldInfo* input_field(const JobKind& k, Input input);
   json document() const;  // with "kind"
 };
+
+// A list as the form's text box shows it: "circle, heart", "1, 2, 4" (JSON when an entry holds a comma or
+// is not a plain value).
+std::string list_text(const json& value);
+// A list field's text back to JSON: comma-separated values ("circle, heart"; "1, 2, 4") or JSON ("[...]",
+// objects). FieldError naming the field for a value that is not a number where numbers are expected.
+json parse_list_text(const FieldInfo& f, const std::string& text);
 
 struct GalleryItem {
   std::filesystem::path image;
@@ -80,6 +97,9 @@ class AppState {
   void load_settings();
   void save_settings() const;
   void add_recent_folder(const std::string& folder);
+  // Makes `dir` the workspace: the working folder of jobs (runs_dir and relative paths resolve there),
+  // stored absolute, models re-listed and forms re-checked. Error when it is not a folder.
+  void open_workspace(const std::filesystem::path& dir);
 
   // --- the job slot (one job at a time, shared by Train, Gallery and Merge) -------------------------
   JobView job;  // the current (or last) job
@@ -125,6 +145,18 @@ class AppState {
 
   // --- Train ----------------------------------------------------------------------------------------
   JobForm train;
+  // "Customize it" (Models): the Train form's model field set to `path`, switching to difffit when the
+  // current kind takes no model. "Train on this" (Data): its image folder field set to `folder`, switching
+  // to difffit when the current kind takes no folder.
+  void use_as_base(const std::string& path);
+  void train_on_folder(const std::string& folder);
+  // Adds an adapter file to a form that takes adapters (message when it does not).
+  void add_adapter(JobForm& form, const std::string& path);
+
+  // Files dropped on the window: a PNG saved by Atelier restores the settings it carries (a sample grid's
+  // into Generate, any other job's into Train); an image folder opens in Data and becomes the Train form's
+  // dataset. Returns the panel to show ("Gallery", "Train", "Data"), empty when nothing was used.
+  std::string drop(const std::vector<std::string>& paths);
   std::string train_run_dir;  // the folder of the last started training run (Resume continues it)
 
   // --- Gallery --------------------------------------------------------------------------------------

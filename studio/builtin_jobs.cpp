@@ -83,6 +83,24 @@ void register_builtin_jobs(JobRegistry& registry) {
       "source, DDA projection (with self-ensembling), SDA; CLIP zero-shot, TPT, DiffTPT; results table "
       "and image grid",
       &tta_eval_job);
+
+  // The studio's names: what an artist does first, then the methods' pipelines, then tools.
+  registry.present("difffit", "Adapt to a style or domain (DiffFit)", JobGroup::Customize);
+  registry.present("lora", "Teach a concept (LoRA)", JobGroup::Customize);
+  registry.present("ortho_lora", "Teach a mergeable concept (orthogonal LoRA)", JobGroup::Customize);
+  registry.present("pso", "Tune a few-step model (PSO)", JobGroup::Customize);
+  registry.present("e2gan_concept", "Learn an edit as a small GAN (E2GAN LoRA)", JobGroup::Customize);
+  registry.present("distill_steps", "Make a few-step model (distillation)", JobGroup::Pipeline);
+  registry.present("e2gan_data", "Edit pairs for a small GAN (E2GAN data)", JobGroup::Pipeline);
+  registry.present("e2gan_base", "Train a small edit GAN (E2GAN base)", JobGroup::Pipeline);
+  registry.present("export_gan", "Export a small GAN for phones (ONNX, ncnn)", JobGroup::Pipeline);
+  registry.present("tta_sda", "Align a classifier to synthetic data (SDA)", JobGroup::Pipeline);
+  registry.present("tta_eval", "Evaluate test-time adaptation (DDA, SDA, TPT)", JobGroup::Pipeline);
+  registry.present("train_base", "Train a base model", JobGroup::Tool);
+  registry.present("train_probe", "Train the metrics probe", JobGroup::Tool);
+  registry.present("train_clip", "Train the Shapes CLIP", JobGroup::Tool);
+  registry.present("sample", "Sample a grid", JobGroup::Tool);
+  registry.present("merge", "Merge concepts into a model", JobGroup::Tool);
 }
 
 }  // namespace atelier

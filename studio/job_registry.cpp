@@ -37,6 +37,23 @@ void JobRegistry::add(JobKind kind) {
   kinds_.push_back(std::move(kind));
 }
 
+void JobRegistry::present(const std::string& name, std::string title, JobGroup group) {
+  for (auto& k : kinds_)
+    if (k.name == name) {
+      k.title = std::move(title);
+      k.group = group;
+      return;
+    }
+  get(name);  // throws, listing the known kinds
+}
+
+std::vector<const JobKind*> JobRegistry::presented() const {
+  std::vector<const JobKind*> out;
+  for (const auto& k : kinds_) out.push_back(&k);
+  std::stable_sort(out.begin(), out.end(), [](const JobKind* a, const JobKind* b) { return a->group < b->group; });
+  return out;
+}
+
 const JobKind* JobRegistry::find(const std::string& name) const {
   for (const auto& k : kinds_)
     if (k.name == name) return &k;

@@ -11,9 +11,15 @@
 
 namespace atelier {
 
+// How the studio presents a kind: customization jobs (what an artist runs on their images) first, then the
+// methods' pipelines (distillation, test-time adaptation), then tools (base models, probes, sampling).
+enum class JobGroup { Customize, Pipeline, Tool };
+
 struct JobKind {
   std::string name;
   std::string help;
+  std::string title;  // a plain name for the studio ("Adapt to a style (DiffFit)"); the name when empty
+  JobGroup group = JobGroup::Tool;
   std::vector<FieldInfo> fields;
   // Validates a job document (without "kind") and returns the effective config (all fields).
   std::function<json(const json&)> normalize;
@@ -33,6 +39,10 @@ class JobRegistry {
   const JobKind* find(const std::string& name) const;
   const JobKind& get(const std::string& name) const;  // Error listing the known kinds
   const std::vector<JobKind>& kinds() const { return kinds_; }
+  // Sets the studio's plain name and group of a registered kind (Error when unknown).
+  void present(const std::string& name, std::string title, JobGroup group);
+  // The kinds in the studio's order: by group, then in registration order.
+  std::vector<const JobKind*> presented() const;
 
   template <class Config>
   void add(const std::string& name, const std::string& help, void (*run)(const Config&, JobContext&)) {
@@ -42,8 +52,9 @@ class JobRegistry {
       check_output_fields(fields, effective);
       return effective;
     };
-    add(JobKind{name, help, std::move(fields), normalize,
-                [run](const json& j, JobContext& ctx) { run(from_json<Config>(j, {"kind"}), ctx); }});
+    add(JobKind{name, help, {}, JobGroup::Tool, std::move(fields), normalize, [run](const json& j, JobContext& ctx) {
+                  run(from_json<Config>(j, {"kind"}), ctx);
+                }});
   }
 
  private:

@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <map>
+#include <mutex>
+
 #include "adapters/adapter_file.h"
 #include "adapters/finetune.h"
 #include "adapters/lora_files.h"
@@ -91,11 +94,31 @@ void check_exists(const std::string& field, const std::string& path) {
   if (!fs::exists(path, ec)) fail_field(field, path, " does not exist");
 }
 
+// The SHA-256 of a model file's weights, cached by path and modification time (forms re-check on each edit).
+std::string cached_model_hash(const std::string& path, const std::string& field) {
+  static std::mutex mutex;
+  static std::map<std::string, std::pair<fs::file_time_type, std::string>> cache;
+  std::error_code ec;
+  const auto mtime = fs::last_write_time(path, ec);
+  {
+    std::lock_guard lock(mutex);
+    auto it = cache.find(path);
+    if (!ec && it != cache.end() && it->second.first == mtime) return it->second.second;
+  }
+  DiTModelInfo info;
+  DiT base = with_field(field, [&] { return load_generator_model(path, &info); });
+  std::string hash = model_hash(*base);
+  std::lock_guard lock(mutex);
+  cache[path] = {mtime, hash};
+  return hash;
+}
+
 }  // namespace
 
 void check_job_inputs(const JobKind& kind, const json& effective) {
   std::string model_field, model;
   std::vector<std::pair<std::string, std::string>> adapters;  // (field, path)
+  std::vector<std::pair<std::string, std::string>> classes;   // (field, name)
   for (const auto& f : kind.fields) {
     if (!f.input || !effective.contains(f.name)) continue;
     const json& value = effective.at(f.name);
@@ -122,19 +145,40 @@ void check_job_inputs(const JobKind& kind, const json& effective) {
           check_exists(f.name, path);
           adapters.emplace_back(f.name, path);
           break;
+        case Input::Classes: classes.emplace_back(f.name, path); break;
       }
     }
   }
-  if (model.empty() || adapters.empty()) return;
-  DiTModelInfo info;
-  DiT base = with_field(model_field, [&] { return load_generator_model(model, &info); });
-  const std::string hash = model_hash(*base);
+  if (model.empty()) return;
+  if (!classes.empty()) {
+    const ModelFileInfo m = read_model_file_info(model);
+    for (const auto& [field, name] : classes) {
+      if (m.classes.empty() || std::find(m.classes.begin(), m.classes.end(), name) != m.classes.end()) continue;
+      std::string list;
+      for (const auto& c : m.classes) list += (list.empty() ? "" : ", ") + c;
+      fail_field(field, "'", name, "' is not a class of ", fs::path(model).filename().string(), " (its classes: ", list,
+                 ")");
+    }
+  }
+  if (adapters.empty()) return;
+  const std::string hash = cached_model_hash(model, model_field);
   for (const auto& [field, path] : adapters) {
     if (!is_adapter_file(path)) continue;  // PEFT/kohya LoRA files are matched layer by layer by the job
     const ModelFileInfo a = read_model_file_info(path);
-    if (a.base_hash != hash)
-      fail_field(field, path, ": adapter for base model ", a.base_hash.substr(0, 12), "..., but ", model, " is ",
-                 hash.substr(0, 12), "... (pick the base it was trained on)");
+    if (a.base_hash == hash) continue;
+    // Name the base the adapter was trained on by its file (from the job config the adapter carries).
+    std::string trained_on;
+    if (auto it = a.metadata.find("atelier.config"); it != a.metadata.end()) {
+      const json config = json::parse(it->second, nullptr, false);
+      for (const char* key : {"base", "model", "teacher"})
+        if (config.is_object() && config.contains(key) && config[key].is_string()) {
+          trained_on = config[key].get<std::string>();
+          break;
+        }
+    }
+    fail_field(field, fs::path(path).filename().string(), " (", path, ") was trained on another base model",
+               trained_on.empty() ? std::string() : " (" + trained_on + ")", ", not on ", model,
+               ": pick the base it was trained on");
   }
 }
 

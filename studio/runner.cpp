@@ -6,6 +6,7 @@
 #include "core/run_lock.h"
 #include "core/runtime.h"
 #include "studio/model_ops.h"
+#include "studio/workspace.h"
 
 namespace atelier {
 namespace fs = std::filesystem;
@@ -71,6 +72,7 @@ PreparedRun JobRunner::prepare(const RunRequest& request) const {
           saved.erase("kind");
         }
         json effective = p.kind->normalize(job);
+        resolve_input_paths(p.kind->fields, effective);  // shipped models found wherever Atelier is installed
         if (request.resume) {
           for (const auto& [key, value] : effective.items()) {
             bool is_override = std::find(overridden.begin(), overridden.end(), key) != overridden.end();

@@ -1,6 +1,7 @@
 #include "studio/workspace.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "core/safetensors.h"
 #include "data/folder_dataset.h"
@@ -104,6 +105,45 @@ ImageFolderInfo scan_image_folder(const fs::path& root) {
   if (ds.classes().size() > 1 || (ds.classes().size() == 1 && !ds.classes()[0].empty())) info.classes = ds.classes();
   for (const auto& item : ds.items()) info.items.push_back({item.image, static_cast<int>(item.label), item.caption});
   return info;
+}
+
+const fs::path& installation_dir() {
+  static const fs::path dir = [] {
+    auto holds_assets = [](const fs::path& p) {
+      std::error_code ec;
+      return fs::is_directory(p / "assets" / "models", ec);
+    };
+    if (const char* home = std::getenv("ATELIER_HOME"); home != nullptr && *home != '\0') return fs::path(home);
+    std::error_code ec;
+    fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    if (ec) return fs::path();
+    for (fs::path p = exe.parent_path(); !p.empty(); p = p.parent_path()) {
+      if (holds_assets(p)) return p;
+      if (holds_assets(p / "share" / "atelier")) return p / "share" / "atelier";
+      if (p == p.root_path()) break;
+    }
+    return fs::path();
+  }();
+  return dir;
+}
+
+std::string resolve_shipped(const std::string& path) {
+  const fs::path p(path);
+  std::error_code ec;
+  if (path.empty() || p.is_absolute() || fs::exists(p, ec) || installation_dir().empty()) return path;
+  const fs::path shipped = installation_dir() / p;
+  return fs::exists(shipped, ec) ? shipped.string() : path;
+}
+
+void resolve_input_paths(const std::vector<FieldInfo>& fields, json& effective) {
+  for (const auto& f : fields) {
+    if (!f.input || *f.input == Input::Classes || !effective.contains(f.name)) continue;
+    json& value = effective[f.name];
+    if (value.is_string()) value = resolve_shipped(value.get<std::string>());
+    if (value.is_array())
+      for (auto& v : value)
+        if (v.is_string()) v = resolve_shipped(v.get<std::string>());
+  }
 }
 
 }  // namespace atelier

@@ -47,4 +47,14 @@ struct ImageFolderInfo {
 // Throws Error naming the folder when it is missing or holds no images.
 ImageFolderInfo scan_image_folder(const std::filesystem::path& root);
 
+// Where Atelier's shipped files (assets/models, assets/jobs) are: $ATELIER_HOME when set, else the nearest
+// folder above the running program that holds assets/models (the source tree of a build) or
+// share/atelier/assets/models (an installation prefix). Empty when neither is found.
+const std::filesystem::path& installation_dir();
+// A path as a job opens it: unchanged when absolute or present relative to the working folder; otherwise
+// the installation's file of that relative name when it exists (a fresh workspace's assets/models/...).
+std::string resolve_shipped(const std::string& path);
+// Resolves every input path of a job's effective config (fields declared with Input) with resolve_shipped.
+void resolve_input_paths(const std::vector<FieldInfo>& fields, json& effective);
+
 }  // namespace atelier

@@ -131,7 +131,7 @@ TEST_CASE("Inputs are checked before a job starts: adapters of another base, emp
   session.start(wrong);  // the runner checks the inputs first
   JobView view = poll_until(session, JobView{}, [](const JobView& v) { return v.state != JobState::Running; });
   CHECK(view.state == JobState::Failed);
-  CHECK_THAT(view.error, Catch::Contains(adapter.string()) && Catch::Contains("adapter for base model"));
+  CHECK_THAT(view.error, Catch::Contains(adapter.string()) && Catch::Contains("was trained on another base model"));
   CHECK_FALSE(fs::exists(dir / "wrong"));  // nothing started
 
   CHECK_THAT(compatibility_report(adapter, base1), Catch::Contains("MISMATCH"));

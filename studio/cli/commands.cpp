@@ -44,10 +44,11 @@ int list_jobs(const JobRegistry& reg, const std::string& kind, bool as_json) {
       json fj = {{"name", f.name}, {"type", f.type}, {"default", f.default_value}, {"help", f.help}};
       if (f.range) fj["range"] = {f.range->min, f.range->max};
       if (!f.choices.empty()) fj["choices"] = f.choices;
-      if (f.input) fj["input"] = true;
+      if (f.input) fj["input"] = input_name(*f.input);
+      if (!f.per_item.empty()) fj["per_item"] = f.per_item;
       fields.push_back(fj);
     }
-    all.push_back({{"kind", k.name}, {"help", k.help}, {"fields", fields}});
+    all.push_back({{"kind", k.name}, {"title", k.title}, {"help", k.help}, {"fields", fields}});
   }
   if (!kind.empty() && all.empty()) reg.get(kind);  // throws, listing the known kinds
   if (as_json) {

@@ -36,11 +36,17 @@ void draw_folder(AppState& app, Ui& ui) {
   std::vector<int> per_class(std::max<std::size_t>(1, f.classes.size()), 0);
   for (const auto& item : f.items) ++per_class[std::min<std::size_t>(item.label, per_class.size() - 1)];
   ImGui::Text("%zu images, %s", f.items.size(),
-              f.classes.empty() ? "flat folder" : (std::to_string(f.classes.size()) + " classes").c_str());
-  for (std::size_t c = 0; c < f.classes.size(); ++c) {
-    ImGui::SameLine();
-    ImGui::TextDisabled("%s (%d)", f.classes[c].c_str(), per_class[c]);
+              f.classes.empty() ? "flat folder" : (std::to_string(f.classes.size()) + " classes:").c_str());
+  std::string classes;
+  for (std::size_t c = 0; c < f.classes.size(); ++c)
+    classes += (c ? ", " : "") + f.classes[c] + " (" + std::to_string(per_class[c]) + ")";
+  if (!classes.empty()) ImGui::TextWrapped("%s", classes.c_str());
+  if (ui.button("data.train_on_this", "Train on this")) {
+    app.train_on_folder(f.root.string());
+    ui.focus = "Train";
   }
+  if (ImGui::IsItemHovered())
+    ImGui::SetTooltip("the Train form's image folder becomes this folder (DiffFit when the current job takes none)");
   const float cell = 56 * ui.scale;
   const int columns = std::max(1, static_cast<int>(ImGui::GetContentRegionAvail().x / (cell + 8 * ui.scale)));
   for (int i = 0; i < static_cast<int>(f.items.size()) && i < kThumbnails; ++i) {
@@ -103,10 +109,7 @@ void draw_shapes(AppState& app, Ui& ui) {
   static int count = 256;
   ImGui::SetNextItemWidth(120 * ui.scale);
   ImGui::InputInt("images", &count);
-  ImGui::SameLine();
-  ImGui::SetNextItemWidth(ImGui::GetContentRegionAvail().x * 0.5f);
-  ImGui::InputText("##out", &out);
-  ImGui::SameLine();
+  path_field(ui, "folder", out, true);
   if (ui.button("data.write_shapes", "Write folder", count > 0 && !out.empty() && !app.shapes_pending(),
                 app.shapes_pending() ? "writing..." : "set a count and a folder"))
     app.write_shapes(p.data, count, out);
@@ -118,7 +121,7 @@ void draw_data_panel(AppState& app, Ui& ui) {
   if (!ui.begin_panel("Data")) return;
   if (ImGui::CollapsingHeader("Image folder", ImGuiTreeNodeFlags_DefaultOpen)) draw_folder(app, ui);
   if (ImGui::CollapsingHeader("Shapes generator", ImGuiTreeNodeFlags_DefaultOpen)) draw_shapes(app, ui);
-  ImGui::End();
+  ui.end_panel();
 }
 
 }  // namespace atelier::gui

@@ -74,7 +74,7 @@ void draw_log_panel(AppState& app, Ui& ui) {
   }
   if (ImGui::GetScrollY() >= ImGui::GetScrollMaxY()) ImGui::SetScrollHereY(1.0f);
   ImGui::EndChild();
-  ImGui::End();
+  ui.end_panel();
 }
 
 }  // namespace atelier::gui

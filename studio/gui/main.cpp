@@ -30,6 +30,8 @@ using namespace atelier::gui;
 
 namespace {
 
+std::vector<std::string> dropped;  // paths dropped on the window since the last frame
+
 struct Options {
   fs::path workspace, config_dir, script, screenshot_dir;
   std::vector<std::pair<std::string, std::string>> vars;
@@ -79,6 +81,9 @@ Options parse_args(int argc, char** argv) {
     }
   }
   if (!o.script.empty() && o.screenshot_dir.empty()) o.screenshot_dir = "studio-screenshots";
+  // The app changes into the workspace: paths given on the command line are taken from where it started.
+  for (fs::path* p : {&o.config_dir, &o.script, &o.screenshot_dir, &o.workspace})
+    if (!p->empty()) *p = fs::absolute(*p);
   return o;
 }
 
@@ -116,16 +121,30 @@ void draw_menu(AppState& app, Ui& ui, bool& quit) {
     if (ImGui::MenuItem("Quit")) quit = true;
     ImGui::EndMenu();
   }
-  if (ImGui::BeginMenu("Panels")) {
-    for (auto& [name, open] : ui.open) ImGui::MenuItem(name.c_str(), nullptr, &open);
+  if (ImGui::BeginMenu("View")) {
+    for (const char* name : {"Models", "Data", "Gallery", "Train", "Merge", "Log"})
+      if (ImGui::MenuItem(std::string(name) == "Gallery" ? "Generate" : name)) ui.focus = name;
+    ImGui::Separator();
+    if (ImGui::MenuItem("Reset layout")) ui.sidebar_width = 0;
     ImGui::EndMenu();
   }
   if (ImGui::BeginMenu("Settings")) {
     ImGui::SetNextItemWidth(120 * ui.scale);
     ImGui::InputInt("job threads (0: all)", &app.settings.job_threads);
-    ImGui::SetNextItemWidth(240 * ui.scale);
-    ImGui::InputText("workspace", &app.settings.workspace);
-    ImGui::SetNextItemWidth(240 * ui.scale);
+    static std::string workspace;
+    if (ImGui::IsWindowAppearing()) workspace = app.settings.workspace;
+    ImGui::SetNextItemWidth(320 * ui.scale);
+    ImGui::InputText("##workspace", &workspace);
+    ImGui::SameLine();
+    if (ImGui::Button("Open workspace")) {
+      try {
+        app.open_workspace(workspace);
+        app.show_message("workspace: " + app.settings.workspace, false);
+      } catch (const std::exception& e) {
+        app.show_message(e.what(), true);
+      }
+    }
+    ImGui::SetNextItemWidth(320 * ui.scale);
     ImGui::InputText("runs folder", &app.settings.runs_dir);
     ImGui::EndMenu();
   }
@@ -164,7 +183,7 @@ struct FrameStats {
   }
 };
 
-json report(const AppState& app, const Script* script, const FrameStats& stats,
+json report(const AppState& app, const Ui& ui, const Script* script, const FrameStats& stats,
             const std::vector<std::string>& screenshots) {
   json gallery = json::array();
   for (const auto& g : app.gallery_items) gallery.push_back({{"image", g.image.string()}, {"label", g.label}});
@@ -197,6 +216,11 @@ json report(const AppState& app, const Script* script, const FrameStats& stats,
             {"state", job_state_name(training.state)}}},
           {"gallery", gallery},
           {"models", app.models.size()},
+          {"tabs", ui.selected},
+          {"workspace", app.settings.workspace},
+          {"train_form", {{"kind", app.train.kind}, {"values", app.train.values}, {"error", app.train.error}}},
+          {"gallery_form", {{"values", app.gallery.values}, {"error", app.gallery.error}}},
+          {"merge_form", {{"values", app.merge.values}, {"error", app.merge.error}}},
           {"message", app.message},
           {"screenshots", screenshots}};
 }
@@ -213,7 +237,8 @@ int main(int argc, char** argv) {
       for (const auto& [name, value] : opt.vars) script->set_var(name, value);
     }
     if (!opt.screenshot_dir.empty()) fs::create_directories(opt.screenshot_dir);
-    if (!opt.workspace.empty()) fs::current_path(opt.workspace);
+    if (!opt.workspace.empty() && !fs::is_directory(opt.workspace))
+      fail("--workspace ", opt.workspace.string(), fs::exists(opt.workspace) ? " is not a folder" : " does not exist");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "atelier-studio: error: %s\n", e.what());
     return 1;
@@ -234,6 +259,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   glfwMakeContextCurrent(window);
+  glfwSetDropCallback(window, [](GLFWwindow*, int count, const char** paths) {
+    for (int i = 0; i < count; ++i) dropped.emplace_back(paths[i]);
+  });
   glfwSwapInterval(1);
 
   IMGUI_CHECKVERSION();
@@ -248,8 +276,16 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   {
     AppState app(opt.config_dir);
+    // The workspace: --workspace, else the one of the last launch (when it still exists), else the folder the
+    // app was started in; stored absolute, so a relaunch from anywhere opens the same one.
+    std::error_code ec;
+    const fs::path workspace = !opt.workspace.empty() ? opt.workspace
+                               : !app.settings.workspace.empty() && fs::is_directory(app.settings.workspace, ec)
+                                   ? fs::path(app.settings.workspace)
+                                   : fs::current_path();
+    app.open_workspace(workspace);
     Ui ui;
-    for (const auto& name : app.settings.closed_panels) ui.open[name] = false;
+    ui.sidebar_width = static_cast<float>(app.settings.sidebar_width);
     float sx = 1, sy = 1;
     glfwGetWindowContentScale(window, &sx, &sy);
     ui.scale = app.settings.font_scale > 0 ? static_cast<float>(app.settings.font_scale) : std::max(1.0f, sx);
@@ -257,7 +293,6 @@ int main(int argc, char** argv) {
     ImGui::GetStyle().ScaleAllSizes(ui.scale);
     ImGui_ImplGlfw_InitForOpenGL(window, true);
     ImGui_ImplOpenGL3_Init(glsl_version);
-    app.refresh_models();
 
     FrameStats stats;
     std::vector<std::string> screenshots;
@@ -272,6 +307,10 @@ int main(int argc, char** argv) {
         glfwPollEvents();
       const double frame_start = seconds();
       app.poll();
+      if (!dropped.empty()) {
+        if (const std::string panel = app.drop(dropped); !panel.empty()) ui.focus = panel;
+        dropped.clear();
+      }
       if (script) {
         script->update(app, ui, frame_start);
         if (script->finished()) quit = true;
@@ -281,12 +320,7 @@ int main(int argc, char** argv) {
       ImGui_ImplGlfw_NewFrame();
       ImGui::NewFrame();
       draw_menu(app, ui, quit);
-      draw_models_panel(app, ui);
-      draw_data_panel(app, ui);
-      draw_gallery_panel(app, ui);
-      draw_merge_panel(app, ui);
-      draw_train_panel(app, ui);
-      draw_log_panel(app, ui);
+      ui.draw_layout(app);
       if (ui.show_demo) ImGui::ShowDemoWindow(&ui.show_demo);
       ui.focus.clear();
 
@@ -325,14 +359,12 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "atelier-studio: script error: %s\n", script->error().c_str());
         exit_code = 1;
       }
-      const json r = report(app, &*script, stats, screenshots);
+      const json r = report(app, ui, &*script, stats, screenshots);
       write_file_atomic(opt.screenshot_dir / "report.json", r.dump(2) + "\n");
       std::printf("frames %d, longest frame %.1f ms (%.1f ms while a job ran, %d frames)\n", stats.frames, stats.max_ms,
                   stats.max_training_ms, stats.training_frames);
     }
-    app.settings.closed_panels.clear();
-    for (const auto& [name, open] : ui.open)
-      if (!open) app.settings.closed_panels.push_back(name);
+    app.settings.sidebar_width = ui.sidebar_width;
     try {
       app.save_settings();
     } catch (const std::exception& e) {

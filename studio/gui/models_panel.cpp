@@ -38,20 +38,24 @@ void draw_models_panel(AppState& app, Ui& ui) {
   ImGui::TextDisabled("%zu files in %s", app.models.size(), app.settings.workspace.c_str());
   const ImGuiTableFlags flags = ImGuiTableFlags_RowBg | ImGuiTableFlags_Borders | ImGuiTableFlags_Resizable |
                                 ImGuiTableFlags_ScrollY | ImGuiTableFlags_SizingStretchProp;
-  if (ImGui::BeginTable("models", 5, flags, ImVec2(0, ImGui::GetTextLineHeightWithSpacing() * 7))) {
+  const float rows = std::max(ImGui::GetTextLineHeightWithSpacing() * 7, ImGui::GetContentRegionAvail().y * 0.35f);
+  if (ImGui::BeginTable("models", 5, flags | ImGuiTableFlags_Hideable, ImVec2(0, rows))) {
     ImGui::TableSetupScrollFreeze(0, 1);
     ImGui::TableSetupColumn("file", ImGuiTableColumnFlags_WidthStretch, 3.0f);
-    ImGui::TableSetupColumn("kind");
-    ImGui::TableSetupColumn("base");
+    ImGui::TableSetupColumn("kind", ImGuiTableColumnFlags_WidthStretch, 1.2f);
+    ImGui::TableSetupColumn("base", ImGuiTableColumnFlags_DefaultHide);
     ImGui::TableSetupColumn("classes / concepts", ImGuiTableColumnFlags_WidthStretch, 2.0f);
-    ImGui::TableSetupColumn("size");
+    ImGui::TableSetupColumn("size", ImGuiTableColumnFlags_DefaultHide);
     ImGui::TableHeadersRow();
     for (int i = 0; i < static_cast<int>(app.models.size()); ++i) {
       const ModelFileInfo& m = app.models[i];
       ImGui::TableNextRow();
       ImGui::TableNextColumn();
-      if (ImGui::Selectable(m.path.string().c_str(), selected == i, ImGuiSelectableFlags_SpanAllColumns))
+      ImGui::PushID(i);
+      if (ImGui::Selectable(m.path.filename().string().c_str(), selected == i, ImGuiSelectableFlags_SpanAllColumns))
         app.selected_model = m.path.string();
+      ImGui::PopID();
+      if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", m.path.string().c_str());
       ImGui::TableNextColumn();
       if (!m.error.empty())
         ImGui::TextColored(ImVec4(1, 0.4f, 0.35f, 1), "unreadable");
@@ -68,22 +72,30 @@ void draw_models_panel(AppState& app, Ui& ui) {
   }
   if (selected >= 0 && selected < static_cast<int>(app.models.size())) {
     const ModelFileInfo& m = app.models[selected];
+    ImGui::TextWrapped("%s", m.path.string().c_str());
     if (!m.error.empty()) ImGui::TextWrapped("%s", m.error.c_str());
-    ImGui::Text("%zu tensors, %lld values", m.tensors, static_cast<long long>(m.parameters));
-    if (ImGui::TreeNode("metadata")) {
-      for (const auto& [k, v] : m.metadata) {
-        const std::string shown = v.size() > 160 ? v.substr(0, 160) + "..." : v;
-        ImGui::TextWrapped("%s: %s", k.c_str(), shown.c_str());
+    // What the file is for first (the buttons stay in view), then the details.
+    if (m.kind == "dit") {
+      if (ui.button("models.generate", "Generate with it")) {
+        app.gallery.set_value(app.registry().get(app.gallery.kind), "model", m.path.string());
+        ui.focus = "Gallery";
       }
-      ImGui::TreePop();
+      ImGui::SameLine();
+      if (ui.button("models.train", "Customize it")) {
+        app.use_as_base(m.path.string());
+        ui.focus = "Train";
+      }
     }
-    if (ImGui::SmallButton("use as file to check")) app.inspect_file = m.path.string();
-    ImGui::SameLine();
-    if (ImGui::SmallButton("use as base")) app.inspect_base = m.path.string();
-    ImGui::SameLine();
-    if (ImGui::SmallButton("use in Gallery") && m.kind == "dit") {
-      app.gallery.values["model"] = m.path.string();
-      app.gallery.validate(app.registry().get(app.gallery.kind));
+    if (m.kind == "adapter" || m.kind.rfind("lora", 0) == 0) {
+      if (ui.button("models.sample_adapter", "Generate with it")) {
+        app.add_adapter(app.gallery, m.path.string());
+        ui.focus = "Gallery";
+      }
+      ImGui::SameLine();
+      if (ui.button("models.merge_adapter", "Add to Merge")) {
+        app.add_adapter(app.merge, m.path.string());
+        ui.focus = "Merge";
+      }
     }
     if (m.kind == "e2gan_generator" || m.kind == "e2gan_edit") {
       // Mobile export of a trained edit: the job runs in Train, which shows the parity report.
@@ -92,6 +104,17 @@ void draw_models_panel(AppState& app, Ui& ui) {
                     "a job is running") &&
           app.export_gan_file(m))
         ui.focus = "Train";
+    }
+    if (ImGui::SmallButton("check this file")) app.inspect_file = m.path.string();
+    ImGui::SameLine();
+    if (ImGui::SmallButton("check against this base")) app.inspect_base = m.path.string();
+    ImGui::Text("%zu tensors, %lld values", m.tensors, static_cast<long long>(m.parameters));
+    if (ImGui::TreeNode("metadata")) {
+      for (const auto& [k, v] : m.metadata) {
+        const std::string shown = v.size() > 160 ? v.substr(0, 160) + "..." : v;
+        ImGui::TextWrapped("%s: %s", k.c_str(), shown.c_str());
+      }
+      ImGui::TreePop();
     }
   }
   ImGui::Separator();
@@ -106,7 +129,7 @@ void draw_models_panel(AppState& app, Ui& ui) {
     ImGui::TextUnformatted(app.inspect_report.c_str());
     ImGui::EndChild();
   }
-  ImGui::End();
+  ui.end_panel();
 }
 
 }  // namespace atelier::gui

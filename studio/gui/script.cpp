@@ -22,6 +22,9 @@ const std::map<std::string, std::size_t>& arity() {
                                                        {"wait_frames", 1},
                                                        {"screenshot", 1},
                                                        {"open_folder", 1},
+                                                       {"drop", 1},
+                                                       {"slide", 2},
+                                                       {"expect_tab", 1},
                                                        {"refresh_models", 0},
                                                        {"select_model", 1},
                                                        {"check", 2},
@@ -96,8 +99,14 @@ void Script::update(AppState& app, Ui& ui, double now) {
       return;
     }
   }
-  if (!ui.pressed.empty()) {
-    error_ = path_.string() + ": button '" + *ui.pressed.begin() + "' is not on screen (open its panel first)";
+  if (!ui.pressed_hidden.empty()) {
+    error_ = path_.string() + ": button '" + ui.pressed_hidden + "' is outside the visible window (not reachable)";
+    ui.pressed_hidden.clear();
+    return;
+  }
+  if (!ui.pressed.empty() || !ui.slides.empty()) {
+    error_ = path_.string() + ": '" + (ui.pressed.empty() ? ui.slides.begin()->first : *ui.pressed.begin()) +
+             "' is not on screen (open its panel first)";
     return;
   }
   while (!finished()) {
@@ -129,6 +138,8 @@ void Script::update(AppState& app, Ui& ui, double now) {
         if (c.args.size() < 4) fail("'set' needs FORM FIELD VALUE");
         JobForm& f = form(app, c);
         f.set(app.registry().get(f.kind), c.args[2], c.rest(3));
+      } else if (op == "slide") {
+        ui.slides[c.args[1]] = std::stof(c.args[2]);
       } else if (op == "press" || op == "press_disabled") {
         ui.pressed.insert(c.args[1]);
       } else if (op == "wait") {
@@ -150,6 +161,15 @@ void Script::update(AppState& app, Ui& ui, double now) {
         // Two frames let the layout settle after the previous command.
         done = frames_ >= 2;
         if (done) screenshot_ = c.args[1];
+      } else if (op == "drop") {
+        const std::string panel = app.drop({c.rest(1)});
+        if (!panel.empty()) ui.focus = panel;
+      } else if (op == "expect_tab") {
+        bool shown = false;
+        for (const auto& [bar, panel] : ui.selected) shown = shown || panel == c.args[1];
+        // A tab selected by a press shows from the frame after it (ImGui applies selections a frame late).
+        done = shown;
+        if (!shown && frames_ > 10) fail("the ", c.args[1], " tab is not shown");
       } else if (op == "open_folder") {
         app.open_folder(c.args[1]);
       } else if (op == "refresh_models") {
@@ -171,6 +191,8 @@ void Script::update(AppState& app, Ui& ui, double now) {
         JobForm& f = form(app, c);
         if (!f.field_errors.count(c.args[2]))
           fail("field '", c.args[2], "' is not marked invalid (form error: '", f.error, "')");
+        if (c.args.size() > 3 && f.field_errors[c.args[2]].find(c.rest(3)) == std::string::npos)
+          fail("field '", c.args[2], "' shows '", f.field_errors[c.args[2]], "', not '", c.rest(3), "'");
       } else if (op == "expect_folder_error") {
         const std::string text = c.rest(1);
         if (app.folder_error.find(text) == std::string::npos)
@@ -191,7 +213,9 @@ void Script::update(AppState& app, Ui& ui, double now) {
     ++pc_;
     started_ = -1;
     // Commands that change what is drawn give the next frame a chance to show (and press) it.
-    if (op == "press" || op == "press_disabled" || op == "screenshot" || op == "panel" || op == "wait_frames") return;
+    if (op == "press" || op == "press_disabled" || op == "screenshot" || op == "panel" || op == "wait_frames" ||
+        op == "drop" || op == "slide")
+      return;
   }
 }
 

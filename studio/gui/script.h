@@ -1,16 +1,20 @@
 // Scripted UI sessions for tests and screenshots: `atelier-studio --script FILE` replays one command per
 // line between frames, through the same state and buttons a user drives.
 //
-//   panel NAME                 bring a panel to front            kind FORM KIND     pick a job kind
-//   set FORM FIELD VALUE       type a value into a form field    press ID           press a button
+//   panel NAME                 show a panel's tab                kind FORM KIND     pick a job kind
+//   set FORM FIELD VALUE       type a value into a form field    press ID           press a button or checkbox
 //   press_disabled ID          press a button that must be disabled (nothing may start)
+//   slide ID VALUE             move a slider (adapter weights: KIND.FIELD.INDEX)
+//   drop PATH                  drop a file or folder on the window  expect_tab NAME  a panel's tab is shown
+//   (a pressed button, checkbox or slider must be drawn inside its visible window: reachable by a user)
 //   wait STATE [SECONDS]       job state: running, completed, cancelled, failed (default 600 s)
 //   wait_step N [SECONDS]      job progress reaches step N       wait_artifact KIND [SECONDS]  a new artifact
 //   wait_frames N              let N frames render               screenshot NAME    save NAME.png
 //   open_folder PATH           open an image folder in Data      refresh_models     rescan the workspace
 //   select_model PATH          select a file in Models (as listed there)
 //   check FILE BASE            compatibility report (Models)     wait_tasks [SECONDS]  reports, folders written
-//   expect_message TEXT        the message bar contains TEXT     expect_error FORM FIELD  field is marked invalid
+//   expect_message TEXT        the message bar contains TEXT
+//   expect_error FORM FIELD [TEXT]  the field is marked invalid (with a message containing TEXT)
 //   quit
 //   expect_folder_error TEXT   Data shows an error containing TEXT
 //   expect_report TEXT         the Models compatibility report contains TEXT

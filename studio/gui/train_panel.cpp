@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <vector>
 
 #include "studio/gui/gui.h"
@@ -15,15 +16,6 @@
 namespace atelier::gui {
 
 namespace {
-
-// At most `n` points, evenly picked: ImGui's plots draw every value.
-std::vector<float> thin(const std::vector<std::pair<std::int64_t, float>>& series, std::size_t n) {
-  std::vector<float> out;
-  if (series.empty()) return out;
-  const std::size_t stride = std::max<std::size_t>(1, series.size() / n);
-  for (std::size_t i = 0; i < series.size(); i += stride) out.push_back(series[i].second);
-  return out;
-}
 
 std::string duration(double seconds) {
   char buf[32];
@@ -35,20 +27,80 @@ std::string duration(double seconds) {
   return buf;
 }
 
-void draw_live(const JobView& job, Ui& ui) {
-  const auto loss = thin(job.loss, 600);
-  if (!loss.empty()) {
-    char label[64];
-    std::snprintf(label, sizeof(label), "loss %.4f", loss.back());
-    ImGui::PlotLines("##loss", loss.data(), static_cast<int>(loss.size()), 0, label, FLT_MAX, FLT_MAX,
-                     ImVec2(ImGui::GetContentRegionAvail().x, 90 * ui.scale));
+// The run's metrics file (metrics.json or results.json) as "name: value" lines, re-read when it changes.
+const std::vector<std::pair<std::string, std::string>>& run_metrics(const std::filesystem::path& run_dir) {
+  static std::filesystem::path shown;
+  static std::filesystem::file_time_type mtime{};
+  static std::vector<std::pair<std::string, std::string>> rows;
+  const auto file = run_dir / "metrics.json";
+  std::error_code ec;
+  const auto t = std::filesystem::last_write_time(file, ec);
+  if (ec) {
+    rows.clear();
+    shown.clear();
+    return rows;
   }
-  const auto val = thin(job.val_loss, 600);
-  if (!val.empty()) {
-    char label[64];
-    std::snprintf(label, sizeof(label), "validation loss %.4f", val.back());
-    ImGui::PlotLines("##val", val.data(), static_cast<int>(val.size()), 0, label, FLT_MAX, FLT_MAX,
-                     ImVec2(ImGui::GetContentRegionAvail().x, 60 * ui.scale));
+  if (shown == file && t == mtime) return rows;
+  shown = file;
+  mtime = t;
+  rows.clear();
+  std::ifstream in(file);
+  const json m = json::parse(in, nullptr, false);
+  if (!m.is_object()) return rows;
+  // Flattened one level ("before.fd_shapes"), numbers with 4 significant digits.
+  auto text = [](const json& v) {
+    char buf[48];
+    if (v.is_number_float()) {
+      std::snprintf(buf, sizeof buf, "%.4g", v.get<double>());
+      return std::string(buf);
+    }
+    return v.is_string() ? v.get<std::string>() : v.dump();
+  };
+  for (const auto& [k, v] : m.items()) {
+    if (v.is_object()) {
+      for (const auto& [k2, v2] : v.items())
+        if (!v2.is_structured()) rows.emplace_back(k + "." + k2, text(v2));
+    } else if (!v.is_array()) {
+      rows.emplace_back(k, text(v));
+    }
+  }
+  return rows;
+}
+
+void draw_live(const JobView& job, Ui& ui) {
+  static float smoothing = 0.9f;
+  const float width = ImGui::GetContentRegionAvail().x;
+  if (!job.loss.empty() || !job.val_loss.empty()) {
+    ImGui::SetNextItemWidth(std::min(200.0f * ui.scale, width * 0.5f));
+    ImGui::SliderFloat("smoothing", &smoothing, 0.0f, 0.99f, "%.2f");
+  }
+  if (!job.loss.empty()) plot_series("loss", job.loss, ImVec2(width, 150 * ui.scale), smoothing, "loss");
+  if (!job.val_loss.empty()) plot_series("val", job.val_loss, ImVec2(width, 100 * ui.scale), 0.0f, "validation loss");
+  // A finished run: its before/after grids side by side, and its metrics.
+  const auto before = job.artifacts.find("before.png"), after = job.artifacts.find("after.png");
+  if (before != job.artifacts.end() || after != job.artifacts.end()) {
+    const float w = (width - ImGui::GetStyle().ItemSpacing.x) * 0.5f;
+    ImGui::BeginGroup();
+    ImGui::TextUnformatted("before");
+    if (before != job.artifacts.end()) image(ui.textures.file(before->second), w);
+    ImGui::EndGroup();
+    ImGui::SameLine();
+    ImGui::BeginGroup();
+    ImGui::TextUnformatted(after != job.artifacts.end() ? "after" : "after (when the run completes)");
+    if (after != job.artifacts.end()) image(ui.textures.file(after->second), w);
+    ImGui::EndGroup();
+  }
+  if (!job.run_dir.empty()) {
+    const auto& rows = run_metrics(job.run_dir);
+    if (!rows.empty() && ImGui::BeginTable("metrics", 2, ImGuiTableFlags_BordersInnerH | ImGuiTableFlags_RowBg)) {
+      for (const auto& [k, v] : rows) {
+        ImGui::TableNextColumn();
+        ImGui::TextUnformatted(k.c_str());
+        ImGui::TableNextColumn();
+        ImGui::TextUnformatted(v.c_str());
+      }
+      ImGui::EndTable();
+    }
   }
   // A text report: an export's parity report (export_gan: the exported files against the C++ generator,
   // and latency), or a results table (tta_eval).
@@ -71,8 +123,23 @@ void draw_live(const JobView& job, Ui& ui) {
   auto preview = job.artifacts.find("preview");
   if (preview != job.artifacts.end()) {
     ImGui::Text("preview: %s", preview->second.filename().string().c_str());
-    image(ui.textures.file(preview->second), 360 * ui.scale);
+    static float zoom = 0;
+    const float side = std::max(120.0f, std::min(width, ImGui::GetContentRegionAvail().y));
+    image_view("preview", ui.textures.file(preview->second), ImVec2(width, side), zoom);
   }
+}
+
+const char* group_name(JobGroup g) {
+  switch (g) {
+    case JobGroup::Customize: return "Customize";
+    case JobGroup::Pipeline: return "Methods' pipelines";
+    case JobGroup::Tool: return "Tools";
+  }
+  return "";
+}
+
+std::string kind_label(const JobKind& k) {
+  return k.title.empty() ? k.name : k.title + "  (" + k.name + ")";
 }
 
 }  // namespace
@@ -95,15 +162,22 @@ void draw_train_panel(AppState& app, Ui& ui) {
   if (!ui.begin_panel("Train")) return;
   if (app.job_owner == Owner::Train || app.job_owner == Owner::None) message_bar(app);
   const JobRegistry& reg = app.registry();
-  // Every registered kind appears here: new methods show up without GUI changes.
-  if (ImGui::BeginCombo("job kind", app.train.kind.c_str())) {
-    for (const auto& k : reg.kinds()) {
-      if (ImGui::Selectable(k.name.c_str(), k.name == app.train.kind)) app.train.set_kind(k);  // its own defaults
-      if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", k.help.c_str());
+  // Every registered kind appears here (new methods show up without GUI changes): customization first.
+  const JobKind& kind = reg.get(app.train.kind);
+  ImGui::SetNextItemWidth(-FLT_MIN);
+  if (ImGui::BeginCombo("##kind", kind_label(kind).c_str(), ImGuiComboFlags_HeightLarge)) {
+    std::optional<JobGroup> group;
+    for (const JobKind* k : reg.presented()) {
+      if (group != k->group) {
+        group = k->group;
+        ImGui::TextDisabled("%s", group_name(k->group));
+      }
+      if (ImGui::Selectable(("   " + kind_label(*k)).c_str(), k->name == app.train.kind))
+        app.train.set_kind(*k);  // its own defaults
+      if (ImGui::IsItemHovered()) ImGui::SetTooltip("%s", k->help.c_str());
     }
     ImGui::EndCombo();
   }
-  const JobKind& kind = reg.get(app.train.kind);
   ImGui::TextWrapped("%s", kind.help.c_str());
   const bool running = app.job_running();
   const bool ours = app.job_owner == Owner::Train;
@@ -131,7 +205,8 @@ void draw_train_panel(AppState& app, Ui& ui) {
 
   if (ours) draw_job_progress(app, ui);
   // Settings on the left, the live run (loss curves, preview grid) on the right.
-  if (ImGui::BeginTable("train", 2, ImGuiTableFlags_Resizable | ImGuiTableFlags_BordersInnerV)) {
+  if (ImGui::BeginTable("train", 2, ImGuiTableFlags_Resizable | ImGuiTableFlags_BordersInnerV,
+                        ImGui::GetContentRegionAvail())) {
     ImGui::TableNextColumn();
     ImGui::BeginChild("form", ImVec2(0, 0));
     job_form(ui, app, app.train, kind);
@@ -142,7 +217,7 @@ void draw_train_panel(AppState& app, Ui& ui) {
     ImGui::EndChild();
     ImGui::EndTable();
   }
-  ImGui::End();
+  ui.end_panel();
 }
 
 }  // namespace atelier::gui
