@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <numeric>
 #include <optional>
 
 #include "adapters/lora_files.h"
@@ -13,7 +12,7 @@
 #include "core/atomic_file.h"
 #include "core/report.h"
 #include "core/runtime.h"
-#include "data/folder_dataset.h"
+#include "data/training_images.h"
 #include "diffusion/generate.h"
 #include "diffusion/objective.h"
 #include "diffusion/train_base.h"
@@ -51,80 +50,33 @@ DiT load_base(const FineTuneConfig& c, DiTModelInfo& info) {
 
 // The target domain: a Shapes domain (`data`), or the images of the `images` folder, loaded once at the
 // training size.
-struct Target {
-  std::optional<shapes::Spec> spec;  // Shapes
-  std::string folder;                // else: the folder, its images [N, 3, S, S] in [-1, 1] and labels [N]
-  torch::Tensor images, labels;
-  std::vector<std::string> classes;
-  std::uint64_t seed = 0;
-
-  // Folder positions first .. first + n - 1 of an endless run of epochs, each a permutation drawn from
-  // (seed, epoch): a function of the step alone, so a resumed run sees the same batches.
-  torch::Tensor order(std::int64_t first, std::int64_t n) const {
-    const std::int64_t size = images.size(0);
-    std::vector<std::int64_t> out;
-    torch::Tensor perm;
-    for (std::int64_t i = first, epoch = -1; i < first + n; ++i) {
-      if (i / size != epoch) {
-        epoch = i / size;
-        Rng rng(seed ^ (0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(epoch + 1)));
-        perm = torch::randperm(size, rng.generator(), torch::kLong);
-      }
-      out.push_back(perm[i % size].item<std::int64_t>());
-    }
-    return torch::tensor(out, torch::kLong);
-  }
-  // Training images [first, first + n): Shapes' train split, or the folder in seeded epochs.
-  shapes::Batch batch(std::int64_t first, std::int64_t n) const {
-    if (spec) return shapes::make_batch(*spec, 0, first, n);
-    const auto idx = order(first, n);
-    return {images.index_select(0, idx), labels.index_select(0, idx), {}};
-  }
-  // FD reference of the folder: up to `n` of its images, a seeded random subset (every image when fewer).
-  torch::Tensor folder_reference(std::int64_t n) const {
-    return images.index_select(0, order(0, std::min(n, images.size(0))));
-  }
-};
-
-Target load_target(const FineTuneConfig& c, int size) {
-  Target t;
-  t.seed = static_cast<std::uint64_t>(c.seed) + 7;
-  if (c.images.empty()) {
-    t.spec = c.data.spec(size);
-    t.classes = shapes_class_names(*t.spec);
-    return t;
-  }
-  const FolderDataset folder = with_field("images", [&] { return FolderDataset::scan(c.images); });
-  std::vector<std::size_t> all(folder.size());
-  std::iota(all.begin(), all.end(), std::size_t{0});
-  std::tie(t.images, t.labels) = folder.batch(all, size);
-  t.folder = c.images;
-  // Folder names are bytes; class names go into JSON metadata, so what is not UTF-8 is escaped.
-  for (const auto& name : folder.classes()) t.classes.push_back(printable(name, false));
-  return t;
+TrainingImages load_target(const FineTuneConfig& c, int size) {
+  if (c.images.empty()) return TrainingImages::from_shapes(c.data.spec(size));
+  return with_field(
+      "images", [&] { return TrainingImages::from_folder(c.images, size, static_cast<std::uint64_t>(c.seed) + 7); });
 }
 
 // Points the base at the target domain: the training size (positional grid scaled to the base's) and
 // a label table re-targeted to the domain's classes; info.data records the domain (its ShapesData, or
 // the folder's path).
-Target retarget(DiT& model, DiTModelInfo& info, const FineTuneConfig& c, Rng& init_rng, JobContext& ctx) {
+TrainingImages retarget(DiT& model, DiTModelInfo& info, const FineTuneConfig& c, Rng& init_rng, JobContext& ctx) {
   const std::int64_t base_size = model->config().input_size;
   const std::int64_t size = c.image_size > 0 ? c.image_size : base_size;
   if (size % model->config().patch_size != 0)
     fail_field("image_size", size, " is not a multiple of the base model's patch size ", model->config().patch_size);
-  Target target = load_target(c, static_cast<int>(size));
-  if (!target.folder.empty())
-    ctx.report.info("target: " + std::to_string(target.images.size(0)) + " images of " +
-                    std::to_string(target.classes.size()) + " class(es) in " + printable(target.folder, false) +
+  TrainingImages target = load_target(c, static_cast<int>(size));
+  if (target.is_folder())
+    ctx.report.info("target: " + std::to_string(target.images().size(0)) + " images of " +
+                    std::to_string(target.classes().size()) + " class(es) in " + printable(target.folder(), false) +
                     " (the Shapes fields are ignored)");
   if (size != base_size) {
     model->set_input_size(size, static_cast<double>(base_size / model->config().patch_size));
     ctx.report.info("resolution adaptation: " + std::to_string(base_size) + " -> " + std::to_string(size) +
                     " (positional grid scaled to the base's)");
   }
-  retarget_labels(model, info.class_names, target.classes, init_rng, c.label_init);
-  info.class_names = target.classes;
-  info.data = target.spec ? to_json(c.data) : json(c.images);
+  retarget_labels(model, info.class_names, target.classes(), init_rng, c.label_init);
+  info.class_names = target.classes();
+  info.data = !target.is_folder() ? to_json(c.data) : json(c.images);
   return target;
 }
 
@@ -193,7 +145,8 @@ void write_metrics(const json& counts, const FineTuneConfig& c, const Evaluation
 // the probe knows the target's classes.
 class Evaluator {
  public:
-  Evaluator(const FineTuneConfig& c, const Target& target, JobContext& ctx) : c_(c), metrics_(make_metrics(c, target)) {
+  Evaluator(const FineTuneConfig& c, const TrainingImages& target, JobContext& ctx)
+      : c_(c), metrics_(make_metrics(c, target)) {
     if (!metrics_.has_probe()) return;
     if (!metrics_.knows_classes())
       ctx.report.info("no probe accuracy: the probe does not know class '" + metrics_.unknown_class() +
@@ -201,9 +154,9 @@ class Evaluator {
     if (!metrics_.has_reference())
       ctx.report.info("no FD-shapes: it needs at least 2 images in " + printable(c.images, false));
     else
-      reference_ =
-          (target.spec ? "Shapes test split, " : printable(target.folder, false) + " (the training images), ") +
-          std::to_string(metrics_.reference_size()) + " images";
+      reference_ = (!target.is_folder() ? "Shapes test split, "
+                                        : printable(target.folder(), false) + " (the training images), ") +
+                   std::to_string(metrics_.reference_size()) + " images";
   }
   Evaluation run(DiT& model, const DiTModelInfo& info, const std::string& file, const std::string& title,
                  JobContext& ctx) {
@@ -219,10 +172,10 @@ class Evaluator {
   const std::string& reference() const { return reference_; }
 
  private:
-  static ClassGridMetrics make_metrics(const FineTuneConfig& c, const Target& t) {
-    if (t.spec) return {c.probe, t.classes, c.eval_per_class, &*t.spec, c.reference_samples};
-    if (c.probe.empty() || t.images.size(0) < 2) return {c.probe, t.classes, c.eval_per_class, torch::Tensor()};
-    return {c.probe, t.classes, c.eval_per_class, t.folder_reference(c.reference_samples)};
+  static ClassGridMetrics make_metrics(const FineTuneConfig& c, const TrainingImages& t) {
+    if (!t.is_folder()) return {c.probe, t.classes(), c.eval_per_class, &*t.spec(), c.reference_samples};
+    if (c.probe.empty() || t.images().size(0) < 2) return {c.probe, t.classes(), c.eval_per_class, torch::Tensor()};
+    return {c.probe, t.classes(), c.eval_per_class, t.folder_subset(c.reference_samples).images};
   }
   const FineTuneConfig& c_;
   ClassGridMetrics metrics_;
@@ -285,7 +238,7 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
   DiT model = load_base(c, info);
   const std::string base_hash = c.dry_run ? std::string() : model_hash(*model);
   Rng init_rng(static_cast<std::uint64_t>(c.seed));  // new label rows, then LoRA's down-projections
-  const Target target = retarget(model, info, c, init_rng, ctx);
+  const TrainingImages target = retarget(model, info, c, init_rng, ctx);
   model->to(device);
   Tuning tuning = prepare_tuning(model, c.tune, &init_rng);
   info.dit = model->config();

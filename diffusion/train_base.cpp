@@ -1,53 +1,58 @@
 #include "diffusion/train_base.h"
 
+#include "core/report.h"
 #include "core/rng.h"
 #include "core/runtime.h"
+#include "data/training_images.h"
 #include "diffusion/generate.h"
 
 namespace atelier {
 namespace {
 
-DiTConfig build_config(const TrainBaseConfig& c, const shapes::Spec& spec) {
+DiTConfig build_config(const TrainBaseConfig& c, std::int64_t num_classes) {
   DiTConfig d = dit_preset(c.model);
   if (c.hidden_size > 0) d.hidden_size = c.hidden_size;
   if (c.depth > 0) d.depth = c.depth;
   if (c.num_heads > 0) d.num_heads = c.num_heads;
   d.input_size = c.image_size;
   d.in_channels = 3;
-  d.num_classes = spec.num_labels();
+  d.num_classes = num_classes;
   d.learn_sigma = c.learn_sigma;
   d.final_conv = c.final_conv;
   d.class_dropout_prob = c.class_dropout;
   return d;
 }
 
-// Validation loss of the EMA model on a fixed set: 256 images, timesteps and noise drawn once.
+// Validation loss of the EMA model on a fixed set, timesteps and noise drawn once: 256 images of
+// Shapes' validation split, or up to 256 of the folder's images (a folder has no held-out split).
 class Validation {
  public:
-  Validation(const shapes::Spec& spec, const DiffusionObjective& objective, std::uint64_t seed, torch::Device device)
+  Validation(const TrainingImages& data, const DiffusionObjective& objective, std::uint64_t seed, torch::Device device)
       : objective_(objective) {
     Rng rng(seed);
     const auto on_device = torch::TensorOptions().device(device);
-    const auto val = shapes::make_batch(spec, 1, 0, kCount);
+    const auto val = data.is_folder() ? data.folder_subset(kCount) : shapes::make_batch(*data.spec(), 1, 0, kCount);
     images_ = val.images.to(device);
     labels_ = val.labels.to(device);
-    t_ = rng.randint(objective.num_timesteps(), {kCount}, on_device);
-    noise_ = rng.randn(val.images.sizes(), on_device);
+    count_ = images_.size(0);
+    t_ = rng.randint(objective.num_timesteps(), {count_}, on_device);
+    noise_ = rng.randn(images_.sizes(), on_device);
   }
   double loss(DiT& model) const {
     torch::NoGradGuard no_grad;
     model->eval();
     double total = 0;
-    for (std::int64_t i = 0; i < kCount; i += 64) {
+    for (std::int64_t i = 0; i < count_; i += 64) {
       auto x0 = images_.slice(0, i, i + 64), t = t_.slice(0, i, i + 64), n = noise_.slice(0, i, i + 64);
       auto out = model->forward(objective_.q_sample(x0, t, n), t, labels_.slice(0, i, i + 64));
       total += objective_.losses(out, x0, t, n).mse.sum().item<double>();
     }
-    return total / kCount;
+    return total / static_cast<double>(count_);
   }
 
  private:
   static constexpr std::int64_t kCount = 256;
+  std::int64_t count_ = 0;
   const DiffusionObjective& objective_;
   torch::Tensor images_, labels_, t_, noise_;
 };
@@ -75,8 +80,14 @@ DiffusionObjective::Terms training_terms(DiT& model, const DiffusionObjective& o
 
 void train_base(const TrainBaseConfig& c, JobContext& ctx) {
   // Config -> build: the model, its EMA, AdamW on the trainable parameters, the objective.
-  const shapes::Spec spec = c.data.spec(static_cast<int>(c.image_size));
-  const DiTConfig dc = build_config(c, spec);
+  const TrainingImages data = c.images.empty()
+                                  ? TrainingImages::from_shapes(c.data.spec(static_cast<int>(c.image_size)))
+                                  : with_field("images", [&] {
+                                      return TrainingImages::from_folder(c.images, static_cast<int>(c.image_size),
+                                                                         static_cast<std::uint64_t>(c.seed) + 4);
+                                    });
+  const auto classes = static_cast<std::int64_t>(data.classes().size());
+  const DiTConfig dc = build_config(c, classes);
   torch::manual_seed(static_cast<std::uint64_t>(c.seed));
   const torch::Device device = select_device(c.device);
   DiT model(dc);
@@ -95,16 +106,23 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
   std::int64_t params_count = 0;
   for (auto& p : params) params_count += p.numel();
   ctx.report.info(c.model + ": " + std::to_string(params_count) + " trainable parameters, " +
-                  std::to_string(dc.num_patches()) + " tokens, " + std::to_string(spec.num_labels()) + " classes");
+                  std::to_string(dc.num_patches()) + " tokens, " + std::to_string(classes) + " classes" +
+                  (data.is_folder() ? " (" + std::to_string(data.images().size(0)) + " images in " +
+                                          printable(data.folder(), false) + "; the Shapes fields are ignored)"
+                                    : ""));
 
   // The EMA weights as a model file (also written at every preview, so `sample` can judge a run midway).
-  const DiTModelInfo info{
-      dc, c.schedule, c.prediction, objective.num_timesteps(), shapes_class_names(spec), to_json(c.data)};
+  const DiTModelInfo info{dc,
+                          c.schedule,
+                          c.prediction,
+                          objective.num_timesteps(),
+                          data.classes(),
+                          data.is_folder() ? json(c.images) : to_json(c.data)};
   auto write_model = [&] {
     save_dit_model(ctx.path(c.output), ema, info, to_json(c));
     ctx.report.artifact("model", ctx.path(c.output));
   };
-  const Validation val(spec, objective, static_cast<std::uint64_t>(c.seed) + 2, device);
+  const Validation val(data, objective, static_cast<std::uint64_t>(c.seed) + 2, device);
 
   // Loop: validation loss and a preview grid (4 EMA samples per class, fixed noise) on their cadence.
   TrainLoop loop(ctx, c.train, {{{"model.", model.get()}, {"ema.", ema.get()}}, &opt, &rng});
@@ -128,7 +146,7 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
       true);
   model->train();
   loop.run([&](std::int64_t step) {
-    auto terms = shapes_training_terms(model, objective, spec, step * c.train.batch, c.train.batch, rng);
+    auto terms = training_terms(model, objective, data.batch(step * c.train.batch, c.train.batch), rng);
     return TrainStep{terms.loss.mean(), {{"mse", terms.mse.mean()}}};
   });
 

@@ -1,5 +1,5 @@
-// `train_base`: trains a class-conditional DiT on Shapes (pixel space) with AdamW, warm-up, gradient
-// clipping, EMA, validation loss, sample grids and exact resume (core/train_loop.h). Writes the EMA
+// `train_base`: trains a class-conditional DiT on Shapes or a folder of class sub-folders (pixel space) with AdamW,
+// warm-up, gradient clipping, EMA, validation loss, sample grids and exact resume (core/train_loop.h). Writes the EMA
 // weights as a model file (diffusion/model_file.h) that `sample` and the adapters read back.
 #pragma once
 #include <string>
@@ -24,6 +24,7 @@ struct TrainBaseConfig {
   std::int64_t num_heads = 0;
   std::int64_t image_size = 32;
   ShapesData data;
+  std::string images;  // a folder of the user's images instead of Shapes
   std::string schedule = "linear";
   std::string prediction = "eps";
   bool learn_sigma = true;
@@ -47,6 +48,10 @@ struct TrainBaseConfig {
     v("num_heads", num_heads, "override the preset's heads (0: preset)", Range{0, 128});
     v("image_size", image_size, "training image size (pixel space)", Range{8, 1024});
     data.fields(v);
+    v("images", images,
+      "folder of training images: one sub-folder per class (a flat folder is one class named after it), the "
+      "Shapes fields are then ignored; empty: Shapes",
+      Input::ImageFolder);
     v("schedule", schedule, "noise schedule", Choices{"linear", "scaled_linear", "cosine"});
     v("prediction", prediction, "what the network predicts", Choices{"eps", "v", "x0"});
     v("learn_sigma", learn_sigma, "learned-range variance with the hybrid MSE + VB loss");

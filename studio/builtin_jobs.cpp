@@ -23,7 +23,10 @@ void register_builtin_jobs(JobRegistry& registry) {
                                 "zero-shot classifier of test-time prompt tuning",
                                 &train_clip);
   registry.add<TrainBaseConfig>(
-      "train_base", "Train a class-conditional DiT on Shapes (AdamW, EMA, validation loss, exact resume)", &train_base);
+      "train_base",
+      "Train a class-conditional DiT on Shapes or a folder of class sub-folders (AdamW, EMA, validation loss, exact "
+      "resume)",
+      &train_base);
   registry.add<SampleConfig>(
       "sample", "Sample a labelled grid from a DiT model (with adapters), with probe accuracy and FD-shapes",
       [](const SampleConfig& c, JobContext& ctx) {
@@ -35,10 +38,12 @@ void register_builtin_jobs(JobRegistry& registry) {
               "field 'model'");
         });
       });
-  registry.add<FineTuneConfig>("difffit",
-                               "Adapt a DiT to a Shapes target domain: DiffFit, BitFit, full fine-tuning or LoRA, "
-                               "with before/after grids, adapter file and metrics",
-                               &finetune_job);
+  registry.add<FineTuneConfig>(
+      "difffit",
+      "Adapt a DiT to a target domain (a Shapes domain or a folder of images): DiffFit, BitFit, "
+      "full fine-tuning or LoRA, "
+      "with before/after grids, adapter file and metrics",
+      &finetune_job);
   registry.add<ConceptConfig>("lora", "Teach a base DiT one concept (image folder or Shapes glyph): a new token + LoRA",
                               &lora_concept_job);
   registry.add<ConceptConfig>("ortho_lora",

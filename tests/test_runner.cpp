@@ -10,6 +10,8 @@
 #include "core/atomic_file.h"
 #include "core/safetensors.h"
 #include "core/training_state.h"
+#include "data/presets.h"
+#include "diffusion/model_file.h"
 #include "studio/runner.h"
 #include "tests/helpers.h"
 
@@ -187,6 +189,34 @@ TEST_CASE("train_base: SIGKILL, then --resume, ends with the uninterrupted weigh
             {"val_every", 1000},    {"sample_every", 1000},
             {"sample_steps", 2},    {"classes", {"circle", "square"}}};
   test::check_kill_and_resume(j, "model.safetensors");
+}
+
+TEST_CASE("train_base on an image folder: the folder's classes, seeded epochs, SIGKILL and --resume are exact",
+          "[runner][resume][cli]") {
+  test::TempDir data;
+  // 6 images: a batch of 4 crosses epoch borders, so the resumed run must redraw the same epochs.
+  write_shapes_folder({{"classes", {"circle", "star", "heart"}}}, 16, 6, data / "mine");
+  json j = test::tiny_base_job();
+  j["images"] = (data / "mine").string();
+  j["steps"] = 150;
+  j["checkpoint_every"] = 3;
+  test::check_kill_and_resume(j, "model.safetensors");
+
+  j["steps"] = 2;
+  auto f = test::run_job_file(data, j, "folder");
+  INFO(f.output);
+  REQUIRE(f.exit_code == 0);
+  DiTModelInfo info;
+  (void)load_dit_model(data / "folder/model.safetensors", &info);
+  CHECK(info.class_names == std::vector<std::string>{"circle", "heart", "star"});
+  CHECK(info.dit.num_classes == 3);
+  CHECK(info.data == (data / "mine").string());
+  CHECK_THAT(read_file(data / "folder/log.jsonl"), Catch::Contains("6 images in"));
+
+  j["images"] = (data / "missing").string();
+  auto bad = test::run_job_file(data, j, "bad");
+  CHECK(bad.exit_code == 1);
+  CHECK_THAT(bad.output, Catch::Contains("'images'") && Catch::Contains("does not exist"));
 }
 
 TEST_CASE("difffit: SIGKILL, then --resume, ends with the uninterrupted adapter", "[runner][resume][cli]") {
