@@ -163,8 +163,10 @@ TEST_CASE("atelier-studio first launch: an artist's path at 1024x700 from an emp
   CHECK(merged["weights"] == json::array({0.8, 0.5}));
   CHECK(report["gallery_form"]["values"]["classes"] == json::array({"circle", "heart"}));
   // The workspace is stored absolute, so a relaunch from anywhere opens it again.
-  CHECK(load_json_file(dir / "config" / "settings.json")["workspace"] == fs::canonical(ws).string());
-  for (const auto& name : {"generate", "bad_inputs", "trained", "merged"}) {
+  const json settings = load_json_file(dir / "config" / "settings.json");
+  CHECK(settings["workspace"] == fs::canonical(ws).string());
+  CHECK(settings["font_scale"] == 1.5);
+  for (const auto& name : {"generate", "bad_inputs", "trained", "merged", "scaled"}) {
     INFO(name);
     const Image shot = load_image(shots / (std::string(name) + ".png"));
     CHECK(shot.width == 1024);

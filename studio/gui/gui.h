@@ -49,6 +49,7 @@ struct Ui {
   bool show_demo = false;
   TextureCache textures;
   float scale = 1.0f;
+  float pending_scale = 0;  // a UI scale chosen in Settings, applied between frames (the font is rebuilt)
 
   // A button that the script can press by id; disabled buttons show `why_disabled` as a tooltip.
   bool button(const std::string& id, const char* label, bool enabled = true, const std::string& why_disabled = {});

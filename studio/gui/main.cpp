@@ -114,6 +114,21 @@ void load_font(float scale) {
   io.Fonts->AddFontDefault(&config);
 }
 
+// Text and widgets at `scale`: the font is rasterised again at that size (sharp, unlike a scaled bitmap) and
+// the style's sizes are scaled from the defaults. Before the renderer backend starts (it makes the font
+// texture) or between frames (`rebuild_texture`).
+void apply_scale(float scale, bool rebuild_texture) {
+  ImGui::GetIO().Fonts->Clear();
+  load_font(scale);
+  if (rebuild_texture) {
+    ImGui_ImplOpenGL3_DestroyFontsTexture();
+    ImGui_ImplOpenGL3_CreateFontsTexture();
+  }
+  ImGui::GetStyle() = ImGuiStyle();
+  ImGui::StyleColorsDark();
+  ImGui::GetStyle().ScaleAllSizes(scale);
+}
+
 void draw_menu(AppState& app, Ui& ui, bool& quit) {
   if (!ImGui::BeginMainMenuBar()) return;
   if (ImGui::BeginMenu("File")) {
@@ -146,6 +161,12 @@ void draw_menu(AppState& app, Ui& ui, bool& quit) {
     }
     ImGui::SetNextItemWidth(320 * ui.scale);
     ImGui::InputText("runs folder", &app.settings.runs_dir);
+    static float scale = 1;
+    if (ImGui::IsWindowAppearing()) scale = ui.scale;
+    ImGui::SetNextItemWidth(120 * ui.scale);
+    ImGui::SliderFloat("UI scale", &scale, 0.75f, 3.0f, "%.2f");
+    if (ImGui::IsItemDeactivatedAfterEdit()) ui.pending_scale = scale;
+    if (ImGui::IsItemHovered()) ImGui::SetTooltip("text and widget size (kept for the next launch)");
     ImGui::EndMenu();
   }
   if (ImGui::BeginMenu("Debug")) {
@@ -289,8 +310,7 @@ int main(int argc, char** argv) {
     float sx = 1, sy = 1;
     glfwGetWindowContentScale(window, &sx, &sy);
     ui.scale = app.settings.font_scale > 0 ? static_cast<float>(app.settings.font_scale) : std::max(1.0f, sx);
-    load_font(ui.scale);
-    ImGui::GetStyle().ScaleAllSizes(ui.scale);
+    apply_scale(ui.scale, false);
     ImGui_ImplGlfw_InitForOpenGL(window, true);
     ImGui_ImplOpenGL3_Init(glsl_version);
 
@@ -316,6 +336,13 @@ int main(int argc, char** argv) {
         if (script->finished()) quit = true;
       }
 
+      if (ui.pending_scale > 0) {
+        ui.sidebar_width *= ui.pending_scale / ui.scale;
+        ui.scale = ui.pending_scale;
+        ui.pending_scale = 0;
+        app.settings.font_scale = ui.scale;
+        apply_scale(ui.scale, true);
+      }
       ImGui_ImplOpenGL3_NewFrame();
       ImGui_ImplGlfw_NewFrame();
       ImGui::NewFrame();

@@ -24,6 +24,7 @@ const std::map<std::string, std::size_t>& arity() {
                                                        {"open_folder", 1},
                                                        {"drop", 1},
                                                        {"slide", 2},
+                                                       {"ui_scale", 1},
                                                        {"expect_tab", 1},
                                                        {"refresh_models", 0},
                                                        {"select_model", 1},
@@ -140,6 +141,10 @@ void Script::update(AppState& app, Ui& ui, double now) {
         f.set(app.registry().get(f.kind), c.args[2], c.rest(3));
       } else if (op == "slide") {
         ui.slides[c.args[1]] = std::stof(c.args[2]);
+      } else if (op == "ui_scale") {
+        const float scale = std::stof(c.args[1]);
+        if (!(scale >= 0.75f && scale <= 3.0f)) fail("ui_scale ", c.args[1], " is outside [0.75, 3]");
+        ui.pending_scale = scale;  // as Settings > UI scale: applied before the next frame
       } else if (op == "press" || op == "press_disabled") {
         ui.pressed.insert(c.args[1]);
       } else if (op == "wait") {
@@ -214,7 +219,7 @@ void Script::update(AppState& app, Ui& ui, double now) {
     started_ = -1;
     // Commands that change what is drawn give the next frame a chance to show (and press) it.
     if (op == "press" || op == "press_disabled" || op == "screenshot" || op == "panel" || op == "wait_frames" ||
-        op == "drop" || op == "slide")
+        op == "drop" || op == "slide" || op == "ui_scale")
       return;
   }
 }

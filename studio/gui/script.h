@@ -6,6 +6,7 @@
 //   press_disabled ID          press a button that must be disabled (nothing may start)
 //   slide ID VALUE             move a slider (adapter weights: KIND.FIELD.INDEX)
 //   drop PATH                  drop a file or folder on the window  expect_tab NAME  a panel's tab is shown
+//   ui_scale S                 Settings > UI scale (0.75 to 3)
 //   (a pressed button, checkbox or slider must be drawn inside its visible window: reachable by a user)
 //   wait STATE [SECONDS]       job state: running, completed, cancelled, failed (default 600 s)
 //   wait_step N [SECONDS]      job progress reaches step N       wait_artifact KIND [SECONDS]  a new artifact
