@@ -27,6 +27,27 @@ std::pair<double, double> pixel_stats(const Image& img) {
   return {mean, std::sqrt(std::max(0.0, sq / n - mean * mean))};
 }
 
+// Runs a scripted session from `workspace` at `size` (WxH) under Xvfb with a fresh config folder; requires
+// a clean exit and returns the session's report.json.
+json run_studio_script(const fs::path& dir, const fs::path& workspace, const std::string& size,
+                       const std::string& script, const std::vector<std::pair<std::string, fs::path>>& vars) {
+  std::string cmd = "cd '" + workspace.string() + "' && xvfb-run -a -s '-screen 0 " + size + "x24' '" +
+                    std::string(ATELIER_STUDIO) + "' --size " + size + " --script '" +
+                    test::source_path(script).string() + "' --screenshot-dir '" + (dir / "shots").string() +
+                    "' --config-dir '" + (dir / "config").string() + "'";
+  for (const auto& [name, value] : vars) cmd += " --var " + name + "=" + value.string();
+  cmd += " > '" + (dir / "studio.log").string() + "' 2>&1";
+  const int rc = std::system(cmd.c_str());
+  std::ifstream log(dir / "studio.log");
+  const std::string output((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  INFO(output);
+  REQUIRE(rc == 0);
+  const json report = load_json_file(dir / "shots" / "report.json");
+  INFO(report.dump(2));
+  CHECK(report["ok"] == true);
+  return report;
+}
+
 }  // namespace
 
 TEST_CASE("atelier-studio scripted smoke run under Xvfb", "[studio][gui]") {
@@ -42,20 +63,10 @@ TEST_CASE("atelier-studio scripted smoke run under Xvfb", "[studio][gui]") {
   fs::create_directories(dir / "ws");
 
   const fs::path shots = dir / "shots";
-  const std::string cmd =
-      "cd '" + (dir / "ws").string() + "' && xvfb-run -a -s '-screen 0 1280x800x24' '" + std::string(ATELIER_STUDIO) +
-      "' --script '" + test::source_path("tests/studio/smoke.studio").string() + "' --screenshot-dir '" +
-      shots.string() + "' --config-dir '" + (dir / "config").string() +
-      "' --var other_adapter=" + (dir / "other" / "adapter.safetensors").string() +
-      " --var empty_folder=" + (dir / "empty").string() + " > '" + (dir / "studio.log").string() + "' 2>&1";
-  const int rc = std::system(cmd.c_str());
-  std::ifstream log(dir / "studio.log");
-  const std::string output((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
-  INFO(output);
-  REQUIRE(rc == 0);
-  const json report = load_json_file(shots / "report.json");
+  const json report =
+      run_studio_script(dir.path(), dir / "ws", "1280x800", "tests/studio/smoke.studio",
+                        {{"other_adapter", dir / "other" / "adapter.safetensors"}, {"empty_folder", dir / "empty"}});
   INFO(report.dump(2));
-  CHECK(report["ok"] == true);
 
   // The training run: cancelled once, resumed, completed with its model, checkpoints and loss log.
   const fs::path run = dir / "ws" / report["train_run_dir"].get<std::string>();
@@ -128,22 +139,11 @@ TEST_CASE("atelier-studio first launch: an artist's path at 1024x700 from an emp
   }
 
   const fs::path shots = dir / "shots";
-  const std::string cmd = "cd '" + ws.string() + "' && xvfb-run -a -s '-screen 0 1024x700x24' '" +
-                          std::string(ATELIER_STUDIO) + "' --size 1024x700 --script '" +
-                          test::source_path("tests/studio/first_launch.studio").string() + "' --screenshot-dir '" +
-                          shots.string() + "' --config-dir '" + (dir / "config").string() +
-                          "' --var spiral=" + (ws / "models" / "spiral.safetensors").string() +
-                          " --var bolt=" + (ws / "models" / "bolt.safetensors").string() +
-                          " --var tiny_base=" + (ws / "models" / "tiny_base.safetensors").string() + " > '" +
-                          (dir / "studio.log").string() + "' 2>&1";
-  const int rc = std::system(cmd.c_str());
-  std::ifstream log(dir / "studio.log");
-  const std::string output((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
-  INFO(output);
-  REQUIRE(rc == 0);
-  const json report = load_json_file(shots / "report.json");
+  const json report = run_studio_script(dir.path(), ws, "1024x700", "tests/studio/first_launch.studio",
+                                        {{"spiral", ws / "models" / "spiral.safetensors"},
+                                         {"bolt", ws / "models" / "bolt.safetensors"},
+                                         {"tiny_base", ws / "models" / "tiny_base.safetensors"}});
   INFO(report.dump(2));
-  CHECK(report["ok"] == true);
 
   // Generate with the shipped model and the two picked classes: one grid, saved as gallery.png.
   REQUIRE(report["gallery"].size() == 1);
