@@ -1,11 +1,14 @@
 #include "adapters/lora_files.h"
 
+#include <array>
 #include <cmath>
+#include <optional>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "core/tensor_io.h"
+#include "diffusion/dit_keys.h"
 
 namespace atelier {
 namespace {
@@ -30,8 +33,9 @@ const DialectKeys& keys_of(LoRADialect d) {
     if (k.dialect == d) return k;
   fail("unknown LoRA dialect");
 }
-// Prefixes accepted on reading PEFT-style names.
+// Prefixes accepted on reading PEFT-style and kohya names.
 constexpr const char* kPeftPrefixes[] = {"base_model.model.", "transformer.", "unet.", ""};
+constexpr const char* kKohyaPrefixes[] = {"lora_unet_", "lora_transformer_", "transformer_", ""};
 
 bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
@@ -58,6 +62,68 @@ double pattern_value(const json& patterns, const std::string& path, double fallb
   for (auto it = patterns.begin(); it != patterns.end(); ++it)
     if (matches_target(path, it.key()) && it.value().is_number()) return it.value().get<double>();
   return fallback;
+}
+
+// The layer names a file may use for a model: its own paths, and for a DiT the diffusers names (to_q /
+// to_k / to_v: row blocks of attn.qkv).
+struct LayerNames {
+  std::map<std::string, DiTLayerTarget> names;  // file layer path -> model layer (and qkv block)
+  explicit LayerNames(const std::vector<std::string>& layer_paths) {
+    for (const auto& p : layer_paths) {
+      names[p] = {p, -1};
+      const auto diffusers = dit_layer_to_diffusers(p);
+      for (std::size_t i = 0; i < diffusers.size(); ++i)
+        names.emplace(diffusers[i], DiTLayerTarget{p, diffusers.size() == 3 ? static_cast<int>(i) : -1});
+    }
+  }
+  const DiTLayerTarget* find(const std::string& path) const {
+    auto it = names.find(path);
+    return it == names.end() ? nullptr : &it->second;
+  }
+};
+
+// q / k / v LoRAs of one attn.qkv, each scaled by its alpha / rank, as one LoRA of summed rank with a
+// block-diagonal up (scale 1). Throws naming the file when the parts disagree on shapes.
+LoRALayerWeights join_qkv(const std::array<std::optional<LoRALayerWeights>, 3>& parts, const std::string& layer,
+                          const std::filesystem::path& path) {
+  std::int64_t rank = 0, rows = -1, in = -1;
+  for (const auto& p : parts) {
+    if (!p) continue;
+    if ((rows >= 0 && p->up.size(0) != rows) || (in >= 0 && p->down.size(1) != in) || p->down.dim() != 2)
+      fail(path.string(), ": the to_q / to_k / to_v LoRAs of ", layer, " disagree on their shapes");
+    rows = p->up.size(0), in = p->down.size(1), rank += p->down.size(0);
+  }
+  std::vector<torch::Tensor> downs;
+  torch::Tensor up = torch::zeros({3 * rows, rank}, torch::kFloat);
+  std::int64_t col = 0;
+  for (int b = 0; b < 3; ++b) {
+    const auto& p = parts[b];
+    if (!p) continue;
+    const std::int64_t r = p->down.size(0);
+    downs.push_back(p->down.to(torch::kFloat));
+    up.slice(0, b * rows, (b + 1) * rows).slice(1, col, col + r).copy_(p->up.to(torch::kFloat) * (p->alpha / r));
+    col += r;
+  }
+  return {torch::cat(downs, 0), up, static_cast<double>(rank)};
+}
+
+// The layers under their diffusers DiT names; attn.qkv splits into to_q / to_k / to_v with the same down
+// and up's row blocks (exact). Layers diffusers lacks keep their names.
+LoRAWeights with_diffusers_names(const LoRAWeights& lora) {
+  LoRAWeights out = lora;
+  out.diffusers_names = false;
+  out.layers.clear();
+  for (const auto& [layer, w] : lora.layers) {
+    const auto names = dit_layer_to_diffusers(layer);
+    if (names.size() == 3) {
+      const std::int64_t rows = w.up.size(0) / 3;
+      for (std::int64_t b = 0; b < 3; ++b)
+        out.layers[names[b]] = {w.down, w.up.slice(0, b * rows, (b + 1) * rows).contiguous(), w.alpha};
+    } else {
+      out.layers[names.size() == 1 ? names[0] : layer] = w;
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -92,8 +158,10 @@ LoRAWeights read_lora_file(const std::filesystem::path& path, const std::vector<
     std::error_code ec;
     if (std::filesystem::is_regular_file(config_path, ec)) config = load_json_file(config_path);
   }
-  std::map<std::string, std::string> kohya_paths;  // lora_unet_<underscored> -> path
-  for (const auto& p : layer_paths) kohya_paths[std::string(k.prefix) + underscored(p)] = p;
+  const LayerNames names(layer_paths);
+  std::map<std::string, std::string> kohya_paths;  // <underscored> -> file layer path
+  for (const auto& [name, target] : names.names) kohya_paths[underscored(name)] = name;
+  std::map<std::string, std::array<std::optional<LoRALayerWeights>, 3>> qkv;  // model layer -> q, k, v
 
   for (const auto& [name, down] : f.tensors) {
     if (!ends_with(name, k.down)) continue;
@@ -102,19 +170,25 @@ LoRAWeights read_lora_file(const std::filesystem::path& path, const std::vector<
     if (up == f.tensors.end()) fail(path.string(), ": '", name, "' has no matching '", stem, k.up, "'");
     std::string layer;
     if (w.dialect == LoRADialect::Kohya) {
-      auto it = kohya_paths.find(stem);
-      if (it == kohya_paths.end()) {
+      for (const char* prefix : kKohyaPrefixes) {
+        const std::string p = prefix;
+        if (stem.rfind(p, 0) != 0) continue;
+        if (auto it = kohya_paths.find(stem.substr(p.size())); it != kohya_paths.end()) {
+          layer = it->second;
+          break;
+        }
+      }
+      if (layer.empty()) {
         w.unresolved.push_back(stem);
         continue;
       }
-      layer = it->second;
     } else if (w.dialect == LoRADialect::PEFT) {
       layer = stem;
       for (const char* prefix : kPeftPrefixes) {
         const std::string p = prefix;
         if (stem.rfind(p, 0) != 0) continue;
         const std::string candidate = stem.substr(p.size());
-        if (layer_paths.empty() || std::find(layer_paths.begin(), layer_paths.end(), candidate) != layer_paths.end()) {
+        if (layer_paths.empty() || names.find(candidate) != nullptr) {
           layer = candidate;
           break;
         }
@@ -132,14 +206,32 @@ LoRAWeights read_lora_file(const std::filesystem::path& path, const std::vector<
       const double scale = config.value("use_rslora", false) ? alpha / std::sqrt(rank) : alpha / rank;
       lw.alpha = scale * rank;
     }
-    w.layers[layer] = lw;
+    // diffusers DiT names: renamed to the model's layer, q / k / v kept apart until all are read.
+    const DiTLayerTarget* target = names.find(layer);
+    if (target != nullptr && target->path != layer) {
+      w.diffusers_names = true;
+      if (target->qkv_block >= 0) {
+        qkv[target->path][target->qkv_block] = lw;
+        continue;
+      }
+      layer = target->path;
+    }
+    if (!w.layers.emplace(layer, lw).second)
+      fail(path.string(), ": two LoRAs for layer ", layer, " (its own name and its diffusers name)");
   }
+  for (const auto& [layer, parts] : qkv)
+    if (!w.layers.emplace(layer, join_qkv(parts, layer, path)).second)
+      fail(path.string(), ": LoRAs for ", layer, " both fused and as to_q / to_k / to_v");
   if (w.layers.empty() && w.unresolved.empty()) fail(path.string(), ": no LoRA layers found");
   return w;
 }
 
 void write_lora_file(const std::filesystem::path& path, const LoRAWeights& lora, LoRADialect dialect,
                      const AdapterInfo& info) {
+  if (lora.diffusers_names && dialect != LoRADialect::Atelier) {
+    write_lora_file(path, with_diffusers_names(lora), dialect, info);
+    return;
+  }
   const DialectKeys& k = keys_of(dialect);
   TensorMap out;
   for (const auto& [layer, w] : lora.layers) {

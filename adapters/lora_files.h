@@ -10,7 +10,16 @@
 //
 // <path> is the layer's module path in the model (blocks.0.attn.qkv). Kohya names lose the dots, so
 // they are resolved against the model's layer paths. PEFT files saved by diffusers' pipelines may carry
-// "transformer." or "unet." instead of "base_model.model."; both are accepted.
+// "transformer." or "unet." instead of "base_model.model."; both are accepted, and kohya names without
+// "lora_unet_" (or with "transformer_"), as diffusers' convert_state_dict_to_kohya writes them for a
+// transformer, are too.
+//
+// A DiT's layers may also carry diffusers DiTTransformer2DModel names (transformer_blocks.N.attn1.to_q,
+// ff.net.0.proj, proj_out_2, ...; diffusion/dit_keys.h). Separate to_q / to_k / to_v LoRAs land on the
+// fused attn.qkv as one LoRA whose rank is the sum of theirs: down = [down_q; down_k; down_v] and up is
+// block-diagonal, each block scaled by its own alpha / rank (so the file's alpha is the summed rank,
+// scale 1), which is exactly the merged q/k/v update; a missing part is a zero block. Written back with
+// diffusers names, a qkv LoRA splits exactly into three (the same down, up's row blocks).
 #pragma once
 #include <filesystem>
 #include <map>
@@ -36,6 +45,7 @@ struct LoRAWeights {
   std::map<std::string, LoRALayerWeights> layers;  // by the model's layer path
   std::vector<std::string> unresolved;             // file keys naming no layer of the model (kohya)
   AdapterInfo atelier;                             // Atelier files: their metadata
+  bool diffusers_names = false;                    // the file named a DiT's layers as diffusers does
 };
 
 // Reads a LoRA file of any dialect (detected by its names and metadata). `layer_paths` are the target
@@ -43,7 +53,7 @@ struct LoRAWeights {
 LoRAWeights read_lora_file(const std::filesystem::path& path, const std::vector<std::string>& layer_paths);
 
 // Writes `lora` in `dialect` (PEFT: also adapter_config.json beside the file; Atelier: an adapter file
-// with `info`, whose base_hash must be set).
+// with `info`, whose base_hash must be set), with diffusers DiT layer names when lora.diffusers_names.
 void write_lora_file(const std::filesystem::path& path, const LoRAWeights& lora, LoRADialect dialect,
                      const AdapterInfo& info = {});
 

@@ -67,8 +67,10 @@ struct Match {
   std::string block;  // what "{n}" matched
 };
 
-Match apply_rule(const DiTKeyRule& rule, const std::string& key) {
-  const auto pattern = split_key(rule.diffusers), parts = split_key(key);
+// Renames `key` when its leading segments match `from` ("{n}": a block number), writing `to`'s segments
+// with the block number, then the rest of the key.
+Match rename(const char* from, const char* to, const std::string& key) {
+  const auto pattern = split_key(from), parts = split_key(key);
   if (parts.size() < pattern.size()) return {};
   Match m;
   for (std::size_t s = 0; s < pattern.size(); ++s) {
@@ -79,12 +81,22 @@ Match apply_rule(const DiTKeyRule& rule, const std::string& key) {
       return {};
     }
   }
-  for (auto seg : split_key(rule.official)) {
+  for (auto seg : split_key(to)) {
     if (!m.name.empty()) m.name += '.';
     m.name.append(seg == "{n}" ? std::string_view(m.block) : seg);
   }
   for (std::size_t s = pattern.size(); s < parts.size(); ++s) m.name.append(".").append(parts[s]);
   return m;
+}
+Match apply_rule(const DiTKeyRule& rule, const std::string& key) {
+  return rename(rule.diffusers, rule.official, key);
+}
+int qkv_block(Op op) {
+  return op == Op::Q ? 0 : op == Op::K ? 1 : op == Op::V ? 2 : -1;
+}
+bool is_layer_rule(const DiTKeyRule& rule) {  // rules that rename a Linear/Conv2d (not a tensor or a copy)
+  return rule.op != Op::Block0Copy && std::string_view(rule.official) != "pos_embed" &&
+         std::string_view(rule.official) != "y_embedder.embedding_table";
 }
 
 struct Translated {
@@ -123,7 +135,7 @@ Translated translate_diffusers(const TensorMap& in, std::vector<std::string>* wa
         differing.emplace(m.block.size(), m.block);
       }
     } else {
-      const int part = rule->op == Op::Q ? 0 : rule->op == Op::K ? 1 : 2;
+      const int part = qkv_block(rule->op);
       qkv[m.name][part] = value;
       qkv_from[m.name][part] = key;
     }
@@ -213,6 +225,25 @@ std::int64_t dit_heads_for_width(std::int64_t hidden_size) {
     if (p.hidden_size == hidden_size) return p.num_heads;
   }
   return std::max<std::int64_t>(1, hidden_size / 64);
+}
+
+DiTLayerTarget dit_layer_from_diffusers(const std::string& diffusers_layer) {
+  for (const auto& r : kDiffusersRules) {
+    if (!is_layer_rule(r)) continue;
+    const Match m = apply_rule(r, diffusers_layer);
+    if (!m.name.empty() && split_key(m.name).size() == split_key(r.official).size()) return {m.name, qkv_block(r.op)};
+  }
+  return {};
+}
+
+std::vector<std::string> dit_layer_to_diffusers(const std::string& official_layer) {
+  std::vector<std::string> out;
+  for (const auto& r : kDiffusersRules) {
+    if (!is_layer_rule(r)) continue;
+    const Match m = rename(r.official, r.diffusers, official_layer);
+    if (!m.name.empty() && split_key(m.name).size() == split_key(r.diffusers).size()) out.push_back(m.name);
+  }
+  return out;
 }
 
 DiTConfig detect_dit_config(const TensorMap& w, const DiTConfig& base) {

@@ -37,6 +37,19 @@ DiTKeyDialect detect_dit_dialect(const TensorMap& tensors);
 TensorMap dit_from_diffusers(const TensorMap& diffusers_state, const DiTConfig& config,
                              std::vector<std::string>* warnings = nullptr);
 
+// Layer names (module paths without ".weight") of a diffusers DiT, as LoRA files name them, and the
+// official layers they are. to_q / to_k / to_v are row blocks 0 / 1 / 2 of the fused attn.qkv; the other
+// layers map one to one. A block's copy of block 0's embedders (transformer_blocks.N>0.norm1.emb.*) has no
+// layer of its own.
+struct DiTLayerTarget {
+  std::string path;    // official layer path; empty: not a diffusers DiT layer name
+  int qkv_block = -1;  // 0, 1, 2: that row block of attn.qkv; -1: the whole layer
+};
+DiTLayerTarget dit_layer_from_diffusers(const std::string& diffusers_layer);
+// The diffusers names of an official layer path (attn.qkv: to_q, to_k, to_v, in row-block order); empty
+// when diffusers has no such layer.
+std::vector<std::string> dit_layer_to_diffusers(const std::string& official_layer);
+
 // Infers the config of an official-key state dict from shapes: hidden_size, in_channels and patch_size
 // (x_embedder.proj), depth (blocks.N), mlp_ratio (mlp.fc1), learn_sigma (final_layer.linear rows =
 // p*p*out, out = in or 2*in), num_classes (embedding rows - 1 when base.class_dropout_prob > 0, else

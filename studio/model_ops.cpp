@@ -28,18 +28,24 @@ std::size_t fold_to_file(const fs::path& base, const std::vector<std::string>& a
 }
 
 LoRAConversion convert_lora_file(const fs::path& in, const fs::path& out, const std::string& dialect,
-                                 const fs::path& base) {
+                                 const fs::path& base, const std::string& names) {
   const LoRADialect to = lora_dialect_by_name(dialect);
+  if (!names.empty() && names != "model" && names != "diffusers")
+    fail("layer names '", names, "' are not one of: model, diffusers");
+  if (names == "diffusers" && to == LoRADialect::Atelier)
+    fail("Atelier adapter files name the model's own layers: --names diffusers needs --to peft or kohya");
   DiTModelInfo info;
   DiT model = load_generator_model(base, &info);
   LoRAWeights lora = read_lora_file(in, lora_layer_paths(*model));
   to_lora(lora, *model, in.string());  // refuses files that do not fit the base
+  const std::string from_names = lora.diffusers_names ? "diffusers" : "model";
+  if (!names.empty()) lora.diffusers_names = names == "diffusers";
   AdapterInfo a = lora.atelier;
   a.base_hash = model_hash(*model);
   if (a.classes.empty()) a.classes = info.class_names;
   if (a.settings.is_null() || a.settings.empty()) a.settings = {{"input_size", model->config().input_size}};
   write_lora_file(out, lora, to, a);
-  return {lora_dialect_name(lora.dialect), lora.layers.size()};
+  return {lora_dialect_name(lora.dialect), from_names, lora.layers.size()};
 }
 
 json lora_compatibility(const fs::path& file, const fs::path& base) {
@@ -50,6 +56,7 @@ json lora_compatibility(const fs::path& file, const fs::path& base) {
   return {{"file", file.string()},
           {"base", base.string()},
           {"dialect", lora_dialect_name(lora.dialect)},
+          {"names", lora.diffusers_names ? "diffusers" : "model"},
           {"layers", lora.layers.size() + lora.unresolved.size()},
           {"matched", c.matched},
           {"unmatched", c.unmatched},
@@ -70,8 +77,9 @@ std::string compatibility_report(const fs::path& file, const fs::path& base) {
     if (!a.adapter_method || !carries_lora(*a.adapter_method)) return out;
   }
   const json c = lora_compatibility(file, base);
-  out += file.string() + ": " + c["dialect"].get<std::string>() + " LoRA, " + c["layers"].dump() +
-         " layer(s) against " + base.string() + "\n";
+  out += file.string() + ": " + c["dialect"].get<std::string>() + " LoRA" +
+         (c["names"] == "diffusers" ? " with diffusers DiT layer names (to_q/to_k/to_v joined on attn.qkv)" : "") +
+         ", " + c["layers"].dump() + " layer(s) against " + base.string() + "\n";
   auto section = [&](const char* title, const json& names) {
     out += std::string("  ") + title + std::to_string(names.size()) + "\n";
     for (const auto& n : names) out += "    " + n.get<std::string>() + "\n";

@@ -22,12 +22,15 @@ std::size_t fold_to_file(const std::filesystem::path& base, const std::vector<st
 
 struct LoRAConversion {
   std::string from_dialect;
-  std::size_t layers = 0;
+  std::string from_names;  // "model" or "diffusers" (a DiT's layers as diffusers names them)
+  std::size_t layers = 0;  // of the model
 };
-// Rewrites a LoRA file (any dialect) in `dialect` (atelier, peft, kohya) for base model `base`; refuses
+// Rewrites a LoRA file (any dialect) in `dialect` (atelier, peft, kohya) for base model `base`, with the
+// layer names `names` ("model", "diffusers": a DiT's diffusers names; "": as the input file); refuses
 // files that do not fit the base, naming every unmatched or mismatched layer.
 LoRAConversion convert_lora_file(const std::filesystem::path& in, const std::filesystem::path& out,
-                                 const std::string& dialect, const std::filesystem::path& base);
+                                 const std::string& dialect, const std::filesystem::path& base,
+                                 const std::string& names = "");
 
 // The compatibility of a LoRA or adapter file with base model `base`: as JSON (file, base, dialect,
 // matched, unmatched, mismatched) and as the text the studio and `atelier inspect --base` show.

@@ -2,11 +2,14 @@
 // and matched, conversions between dialects giving identical merged weights, and the compatibility report.
 #include <catch2/catch.hpp>
 
+#include "adapters/finetune.h"
 #include "adapters/lora_files.h"
+#include "adapters/tuning.h"
 #include "core/atomic_file.h"
 #include "core/safetensors.h"
 #include "core/training_state.h"
 #include "diffusion/dit.h"
+#include "diffusion/model_file.h"
 #include "helpers.h"
 
 using namespace atelier;
@@ -156,4 +159,95 @@ TEST_CASE("LoRA compatibility report lists matched, unmatched and mismatched lay
   INFO(ok.output);
   CHECK(ok.exit_code == 0);
   CHECK(load_adapter(dir / "ok-atelier.safetensors").info.base_hash == model_hash(*dit));
+}
+
+TEST_CASE("A PEFT and a kohya LoRA on a diffusers DiT (diffusers layer names) sample, fold and convert like diffusers",
+          "[lora][parity][dit]") {
+  // scripts/make_dit_lora_fixtures.py: the base as a diffusers model folder, a PEFT LoRA saved by peft
+  // (separate to_q/to_k/to_v with different ranks and alphas, the patch conv, MLP, output), a kohya LoRA
+  // from diffusers' converter (to_q and to_v only), and diffusers' outputs.
+  const fs::path base = fixture("dit/transformer/diffusion_pytorch_model.safetensors");
+  const fs::path peft = fixture("dit/peft/adapter_model.safetensors"), kohya = fixture("dit/kohya.safetensors");
+  const TensorMap io = safetensors::load(fixture("dit/io.safetensors")).tensors;
+  const auto latents = io.at("latents"), t = io.at("timesteps"), labels = io.at("labels");
+  auto run = [&](DiT& model) {
+    torch::NoGradGuard no_grad;
+    model->eval();
+    return model->forward(latents, t, labels);
+  };
+  // Relative to max(1, max |ref|), as the DiT parity tests; diffusers' norm3 eps (1e-5 vs 1e-6) is the
+  // only architectural difference.
+  auto rel = [](const torch::Tensor& out, const torch::Tensor& ref) {
+    const double d = test::max_abs_diff(out, ref) / std::max(1.0, ref.abs().max().item<double>());
+    UNSCOPED_INFO("relative max abs diff " << d);
+    return d;
+  };
+  DiTModelInfo info;
+  DiT plain = load_generator_model(base, &info);
+  CHECK(rel(run(plain), io.at("sample_base")) <= 1e-5);
+
+  const LoRAWeights w = read_lora_file(peft, lora_layer_paths(*plain));
+  CHECK(w.dialect == LoRADialect::PEFT);
+  CHECK(w.diffusers_names);
+  CHECK(w.unresolved.empty());
+  CHECK(w.layers.size() == 10);  // per block qkv, proj, fc1, fc2; x_embedder.proj; final_layer.linear
+  CHECK(w.layers.at("blocks.1.attn.qkv").down.size(0) == 4 + 2 + 4);  // to_q r 4, to_k r 2, to_v r 4
+  CHECK(w.layers.count("x_embedder.proj") == 1);
+  CHECK(w.layers.count("final_layer.linear") == 1);
+
+  // Attached (unmerged) and folded, through the same path `sample` and `fold` take.
+  std::vector<std::pair<LoRA, double>> loras;
+  DiT adapted = load_adapted_model(base.string(), {peft.string()}, {}, &info, &loras);
+  CHECK(rel(run(adapted), io.at("sample_peft")) <= 1e-5);
+  DiT folded = fold_adapters(adapted, loras);
+  CHECK(rel(run(folded), io.at("sample_peft_merged")) <= 1e-5);
+
+  // The kohya file: no lora_unet_ prefix, to_k missing (a zero block of qkv).
+  const LoRAWeights k = read_lora_file(kohya, lora_layer_paths(*plain));
+  CHECK(k.dialect == LoRADialect::Kohya);
+  CHECK(k.unresolved.empty());
+  CHECK(k.layers.size() == 2);
+  loras.clear();
+  DiT kohya_adapted = load_adapted_model(base.string(), {kohya.string()}, {}, &info, &loras);
+  DiT kohya_folded = fold_adapters(kohya_adapted, loras);
+  CHECK(rel(run(kohya_folded), io.at("sample_kohya_merged")) <= 1e-5);
+
+  // The CLI: the report, fold, and conversions (diffusers names kept, or model names) that fold alike.
+  test::TempDir dir;
+  auto report = test::run_cli("inspect " + peft.string() + " --base " + base.string());
+  INFO(report.output);
+  CHECK(report.exit_code == 0);
+  CHECK_THAT(report.output, Contains("with diffusers DiT layer names") && Contains("matched:    10") &&
+                                Contains("unmatched:  0") && Contains("mismatched: 0"));
+  auto fold =
+      test::run_cli("fold " + base.string() + " " + peft.string() + " -o " + (dir / "folded.safetensors").string());
+  INFO(fold.output);
+  REQUIRE(fold.exit_code == 0);
+  DiT from_cli = load_dit_model(dir / "folded.safetensors");
+  CHECK(rel(run(from_cli), io.at("sample_peft_merged")) <= 1e-5);
+  for (const auto& [to, names] : std::vector<std::pair<std::string, std::string>>{
+           {"kohya", "diffusers"}, {"peft", ""}, {"kohya", "model"}, {"atelier", ""}}) {
+    INFO(to << " " << names);
+    const fs::path out = dir / (to + names) / "lora.safetensors";
+    fs::create_directories(out.parent_path());
+    auto conv = test::run_cli("convert-lora " + peft.string() + " " + out.string() + " --to " + to + " --base " +
+                              base.string() + (names.empty() ? "" : " --names " + names));
+    INFO(conv.output);
+    REQUIRE(conv.exit_code == 0);
+    const LoRAWeights back = read_lora_file(out, lora_layer_paths(*plain));
+    CHECK(back.diffusers_names == (names != "model" && to != "atelier"));
+    if (names == "diffusers") {  // qkv split into to_q / to_k / to_v again
+      const TensorMap written = safetensors::load(out).tensors;
+      CHECK(written.count("lora_unet_transformer_blocks_0_attn1_to_k.lora_down.weight") == 1);
+    }
+    loras.clear();
+    DiT again = load_adapted_model(base.string(), {out.string()}, {}, &info, &loras);
+    DiT again_folded = fold_adapters(again, loras);
+    CHECK(rel(run(again_folded), io.at("sample_peft_merged")) <= 1e-5);
+  }
+  auto bad = test::run_cli("convert-lora " + peft.string() + " " + (dir / "x.safetensors").string() +
+                           " --to atelier --names diffusers --base " + base.string());
+  CHECK(bad.exit_code == 1);
+  CHECK_THAT(bad.output, Contains("--names diffusers needs --to peft or kohya"));
+  CHECK_FALSE(fs::exists(dir / "x.safetensors"));
 }

@@ -63,13 +63,16 @@ int main(int argc, char** argv, const JobRegistry& registry) {
   convert_cmd->add_option("--select", select, "keep only tensors under this key (e.g. ema), prefix removed");
   convert_cmd->add_option("--dtype", dtype, "cast floating tensors: f32, f16 or bf16");
 
-  std::string lora_in, lora_out, lora_to, lora_base;
+  std::string lora_in, lora_out, lora_to, lora_base, lora_names;
   auto* lora_cmd = app.add_subcommand("convert-lora", "Convert a LoRA between the Atelier, PEFT and kohya dialects");
   lora_cmd->add_option("input", lora_in, "LoRA file (dialect detected)")->required();
   lora_cmd->add_option("output", lora_out, "output .safetensors (PEFT: adapter_config.json is written beside it)")
       ->required();
   lora_cmd->add_option("--to", lora_to, "atelier, peft or kohya")->required();
   lora_cmd->add_option("--base", lora_base, "the base model the LoRA belongs to")->required();
+  lora_cmd->add_option("--names", lora_names,
+                       "layer names: model (the model's own) or diffusers (a DiT's transformer_blocks.N.attn1.to_q, "
+                       "...); default: as the input");
 
   std::string fold_base, fold_out;
   std::vector<std::string> fold_adapters;
@@ -120,7 +123,7 @@ int main(int argc, char** argv, const JobRegistry& registry) {
       return write_shapes(shapes_preset, shapes_count, shapes_size, shapes_out, shapes_corruption, shapes_severity);
     if (*inspect_cmd)
       return inspect_base.empty() ? inspect(file, inspect_json) : lora_report(file, inspect_base, inspect_json);
-    if (*lora_cmd) return convert_lora(lora_in, lora_out, lora_to, lora_base);
+    if (*lora_cmd) return convert_lora(lora_in, lora_out, lora_to, lora_base, lora_names);
     if (*verify_cmd) return verify(verify_model_path, verify_reference, verify_tolerance);
     if (*convert_cmd) return convert(in, out, select, dtype);
     if (*fold_cmd) return fold(fold_base, fold_adapters, fold_weights, fold_out);

@@ -177,10 +177,12 @@ int lora_report(const std::string& file, const std::string& base, bool as_json) 
   return 0;
 }
 
-int convert_lora(const std::string& in, const std::string& out, const std::string& dialect, const std::string& base) {
-  const LoRAConversion c = convert_lora_file(in, out, dialect, base);
-  std::printf("wrote %s: %s LoRA, %zu layers (from %s)\n", out.c_str(), dialect.c_str(), c.layers,
-              c.from_dialect.c_str());
+int convert_lora(const std::string& in, const std::string& out, const std::string& dialect, const std::string& base,
+                 const std::string& names) {
+  const LoRAConversion c = convert_lora_file(in, out, dialect, base, names);
+  std::printf("wrote %s: %s LoRA with %s layer names, %zu model layers (from %s, %s names)\n", out.c_str(),
+              dialect.c_str(), (names.empty() ? c.from_names : names).c_str(), c.layers, c.from_dialect.c_str(),
+              c.from_names.c_str());
   return 0;
 }
 

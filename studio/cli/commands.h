@@ -26,7 +26,8 @@ int list_jobs(const JobRegistry& registry, const std::string& kind, bool as_json
 int inspect(const std::string& file, bool as_json);
 // Compatibility report of a LoRA file (any dialect) against a base model.
 int lora_report(const std::string& file, const std::string& base, bool as_json);
-int convert_lora(const std::string& in, const std::string& out, const std::string& dialect, const std::string& base);
+int convert_lora(const std::string& in, const std::string& out, const std::string& dialect, const std::string& base,
+                 const std::string& names);
 int verify(const std::string& model, const std::string& reference, double tolerance);
 int convert(const std::string& in, const std::string& out, const std::string& select, const std::string& dtype);
 // Shapes images of a preset (data/presets.h) as a folder dataset, clean or with a corruption (Shapes-C,
