@@ -35,7 +35,14 @@ const DialectKeys& keys_of(LoRADialect d) {
 }
 // Prefixes accepted on reading PEFT-style and kohya names.
 constexpr const char* kPeftPrefixes[] = {"base_model.model.", "transformer.", "unet.", ""};
-constexpr const char* kKohyaPrefixes[] = {"lora_unet_", "lora_transformer_", "transformer_", ""};
+// A kohya prefix and what it stands for in the model's (underscored) layer paths: a model holding a Stable
+// Diffusion UNet and text encoder as children "unet" and "text_encoder" gets lora_unet_ / lora_te_ names.
+constexpr std::pair<const char*, const char*> kKohyaPrefixes[] = {
+    {"lora_unet_", ""},         {"lora_unet_", "unet_"}, {"lora_te_", "text_encoder_"}, {"lora_te1_", "text_encoder_"},
+    {"lora_transformer_", ""}, {"transformer_", ""},    {"", ""}};
+// Writing kohya names: a layer under "unet." or "text_encoder." takes that part's prefix.
+constexpr std::pair<const char*, const char*> kKohyaParts[] = {{"unet.", "lora_unet_"},
+                                                               {"text_encoder.", "lora_te_"}};
 
 bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
@@ -170,10 +177,10 @@ LoRAWeights read_lora_file(const std::filesystem::path& path, const std::vector<
     if (up == f.tensors.end()) fail(path.string(), ": '", name, "' has no matching '", stem, k.up, "'");
     std::string layer;
     if (w.dialect == LoRADialect::Kohya) {
-      for (const char* prefix : kKohyaPrefixes) {
+      for (const auto& [prefix, part] : kKohyaPrefixes) {
         const std::string p = prefix;
         if (stem.rfind(p, 0) != 0) continue;
-        if (auto it = kohya_paths.find(stem.substr(p.size())); it != kohya_paths.end()) {
+        if (auto it = kohya_paths.find(part + stem.substr(p.size())); it != kohya_paths.end()) {
           layer = it->second;
           break;
         }
@@ -235,7 +242,10 @@ void write_lora_file(const std::filesystem::path& path, const LoRAWeights& lora,
   const DialectKeys& k = keys_of(dialect);
   TensorMap out;
   for (const auto& [layer, w] : lora.layers) {
-    const std::string stem = k.prefix + (k.underscored ? underscored(layer) : layer);
+    std::string stem = k.prefix + (k.underscored ? underscored(layer) : layer);
+    if (dialect == LoRADialect::Kohya)
+      for (const auto& [part, prefix] : kKohyaParts)
+        if (layer.rfind(part, 0) == 0) stem = prefix + underscored(layer.substr(std::strlen(part)));
     out[stem + k.down] = w.down.contiguous();
     out[stem + k.up] = w.up.contiguous();
     if (k.alpha != nullptr) out[stem + k.alpha] = torch::tensor(static_cast<float>(w.alpha));

@@ -11,28 +11,12 @@
 
 namespace atelier {
 
-torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor& labels, const SamplerSettings& s,
-                       Rng& rng, const StepObserver& observe, const ImageInit* init) {
-  torch::NoGradGuard no_grad;
-  model->eval();
-  const auto& dc = model->config();
-  const auto schedule = NoiseSchedule::by_name(info.schedule, info.num_train_timesteps);
-  const auto prediction = prediction_by_name(info.prediction);
-  const auto n = labels.size(0);
-  const auto null = torch::full_like(labels, model->null_class());
-  const bool guided = s.cfg_scale != 1.0 && dc.class_dropout_prob > 0;
-  Denoiser denoise = [&](const torch::Tensor& x, const torch::Tensor& t) {
-    if (!guided) return model->forward(x, t, labels);
-    auto out = model->forward(torch::cat({x, x}), torch::cat({t, t}), torch::cat({labels, null}));
-    auto cond = out.narrow(0, 0, n), uncond = out.narrow(0, n, n);
-    const auto c = dc.in_channels;
-    auto guided_pred = uncond.narrow(1, 0, c) + s.cfg_scale * (cond.narrow(1, 0, c) - uncond.narrow(1, 0, c));
-    return dc.learn_sigma ? torch::cat({guided_pred, cond.narrow(1, c, c)}, 1) : guided_pred;
-  };
+torch::Tensor run_sampler(const SamplerModel& m, const SamplerSettings& s, const Denoiser& denoise, torch::Tensor x,
+                          Rng& rng, const StepObserver& observe, const ImageInit* init) {
+  const NoiseSchedule& schedule = m.schedule;
+  const Prediction prediction = m.prediction;
   auto spacing = [&](Spacing fallback) { return s.spacing == "auto" ? fallback : spacing_by_name(s.spacing); };
   const auto T = schedule.size();
-  // Noise is drawn on the CPU generator and moved, so a seed gives the same images on every device.
-  auto x = rng.randn({n, dc.in_channels, dc.input_size, dc.input_size}, labels.options().dtype(torch::kFloat));
   // With an image start: the list's tail, and the images noised to its first timestep with x as the noise.
   auto start = [&](std::vector<std::int64_t> ts) {
     if (init == nullptr) return ts;
@@ -55,9 +39,10 @@ torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor
   if (s.sampler == "ddpm") {
     DDPMOptions o;
     o.prediction = prediction;
-    o.variance = dc.learn_sigma ? DDPMVariance::learned_range : DDPMVariance::fixed_small;
-    auto ts = start(s.spacing == "auto" ? respace(schedule, std::to_string(s.steps)).sampling_timesteps()
-                                        : spaced_timesteps(T, s.steps, spacing(Spacing::leading)));
+    o.variance = m.learned_sigma ? DDPMVariance::learned_range : DDPMVariance::fixed_small;
+    auto ts = start(s.spacing == "auto" && m.dit_respacing
+                        ? respace(schedule, std::to_string(s.steps)).sampling_timesteps()
+                        : spaced_timesteps(T, s.steps, spacing(Spacing::leading)));
     return ts.empty() ? unchanged() : sample_ddpm(schedule, o, denoise, x, ts, rng, observe);
   }
   if (s.sampler == "ddim") {
@@ -83,6 +68,29 @@ torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor
     return sample_lcm(schedule, o, denoise, x, lcm_timesteps(T, s.steps), rng, observe);
   }
   fail("sampler '", s.sampler, "' is not one of: ddpm, ddim, euler, euler_a, dpmpp_2m, lcm");
+}
+
+torch::Tensor generate(DiT& model, const DiTModelInfo& info, const torch::Tensor& labels, const SamplerSettings& s,
+                       Rng& rng, const StepObserver& observe, const ImageInit* init) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  const auto& dc = model->config();
+  const auto schedule = NoiseSchedule::by_name(info.schedule, info.num_train_timesteps);
+  const auto n = labels.size(0);
+  const auto null = torch::full_like(labels, model->null_class());
+  const bool guided = s.cfg_scale != 1.0 && dc.class_dropout_prob > 0;
+  Denoiser denoise = [&](const torch::Tensor& x, const torch::Tensor& t) {
+    if (!guided) return model->forward(x, t, labels);
+    auto out = model->forward(torch::cat({x, x}), torch::cat({t, t}), torch::cat({labels, null}));
+    auto cond = out.narrow(0, 0, n), uncond = out.narrow(0, n, n);
+    const auto c = dc.in_channels;
+    auto guided_pred = uncond.narrow(1, 0, c) + s.cfg_scale * (cond.narrow(1, 0, c) - uncond.narrow(1, 0, c));
+    return dc.learn_sigma ? torch::cat({guided_pred, cond.narrow(1, c, c)}, 1) : guided_pred;
+  };
+  // Noise is drawn on the CPU generator and moved, so a seed gives the same images on every device.
+  auto x = rng.randn({n, dc.in_channels, dc.input_size, dc.input_size}, labels.options().dtype(torch::kFloat));
+  const SamplerModel m{schedule, prediction_by_name(info.prediction), dc.learn_sigma, true};
+  return run_sampler(m, s, denoise, x, rng, observe, init);
 }
 
 StepObserver cancel_observer(const CancelToken* cancel) {

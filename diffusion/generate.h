@@ -40,6 +40,19 @@ struct ImageInit {
   double strength = 0.6;
 };
 
+// What a sampler needs to know of the model behind a denoiser.
+struct SamplerModel {
+  const NoiseSchedule& schedule;
+  Prediction prediction = Prediction::eps;
+  bool learned_sigma = false;  // the output is [prediction | variance] (DiT): DDPM uses the learned range
+  bool dit_respacing = false;  // DDPM with spacing auto: DiT's respacing (else diffusers' leading spacing)
+};
+// The sampler loop `s` names over any denoiser (guidance folded in by the caller), from the standard-normal
+// start x [N, C, H, W] (scaled here for the Euler family). With `init`, an image-to-image start (SDEdit:
+// the images noised to the first kept timestep; ddpm, ddim and dpmpp_2m). Error naming an unknown sampler.
+torch::Tensor run_sampler(const SamplerModel& model, const SamplerSettings& s, const Denoiser& denoise,
+                          torch::Tensor x, Rng& rng, const StepObserver& observe = {},
+                          const ImageInit* init = nullptr);
 // Generates one image per label. labels [N] int64 in the model's class space; returns [N, C, H, W].
 // The denoiser runs the conditional and null-label passes as one batch when cfg_scale != 1. With `init`,
 // an edit of init->images instead (ddpm, ddim and dpmpp_2m; strength 0 returns them unchanged).
