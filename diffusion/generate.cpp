@@ -40,9 +40,9 @@ torch::Tensor run_sampler(const SamplerModel& m, const SamplerSettings& s, const
     DDPMOptions o;
     o.prediction = prediction;
     o.variance = m.learned_sigma ? DDPMVariance::learned_range : DDPMVariance::fixed_small;
-    auto ts = start(s.spacing == "auto" && m.dit_respacing
-                        ? respace(schedule, std::to_string(s.steps)).sampling_timesteps()
-                        : spaced_timesteps(T, s.steps, spacing(Spacing::leading)));
+    auto ts =
+        start(s.spacing == "auto" && m.dit_respacing ? respace(schedule, std::to_string(s.steps)).sampling_timesteps()
+                                                     : spaced_timesteps(T, s.steps, spacing(Spacing::leading)));
     return ts.empty() ? unchanged() : sample_ddpm(schedule, o, denoise, x, ts, rng, observe);
   }
   if (s.sampler == "ddim") {
