@@ -37,12 +37,15 @@ const DialectKeys& keys_of(LoRADialect d) {
 constexpr const char* kPeftPrefixes[] = {"base_model.model.", "transformer.", "unet.", ""};
 // A kohya prefix and what it stands for in the model's (underscored) layer paths: a model holding a Stable
 // Diffusion UNet and text encoder as children "unet" and "text_encoder" gets lora_unet_ / lora_te_ names.
-constexpr std::pair<const char*, const char*> kKohyaPrefixes[] = {
-    {"lora_unet_", ""},         {"lora_unet_", "unet_"}, {"lora_te_", "text_encoder_"}, {"lora_te1_", "text_encoder_"},
-    {"lora_transformer_", ""}, {"transformer_", ""},    {"", ""}};
+constexpr std::pair<const char*, const char*> kKohyaPrefixes[] = {{"lora_unet_", ""},
+                                                                  {"lora_unet_", "unet_"},
+                                                                  {"lora_te_", "text_encoder_"},
+                                                                  {"lora_te1_", "text_encoder_"},
+                                                                  {"lora_transformer_", ""},
+                                                                  {"transformer_", ""},
+                                                                  {"", ""}};
 // Writing kohya names: a layer under "unet." or "text_encoder." takes that part's prefix.
-constexpr std::pair<const char*, const char*> kKohyaParts[] = {{"unet.", "lora_unet_"},
-                                                               {"text_encoder.", "lora_te_"}};
+constexpr std::pair<const char*, const char*> kKohyaParts[] = {{"unet.", "lora_unet_"}, {"text_encoder.", "lora_te_"}};
 
 bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
@@ -332,6 +335,18 @@ LoRAWeights from_lora(const LoRA& lora) {
     w.layers[lora.paths()[i]] = {l->down.detach(), l->up.detach(), l->alpha()};
   }
   return w;
+}
+
+void merge_lora_files(torch::nn::Module& model, const std::vector<std::string>& files,
+                      const std::vector<double>& weights) {
+  if (!weights.empty() && weights.size() != files.size())
+    fail_field("adapter_weights", weights.size(), " weights for ", files.size(), " adapters");
+  const auto paths = lora_layer_paths(model);
+  for (std::size_t k = 0; k < files.size(); ++k) {
+    const LoRAWeights w = with_field("adapters", [&] { return read_lora_file(files[k], paths); });
+    const LoRA lora = with_field("adapters", [&] { return to_lora(w, model, files[k]); });
+    lora.merge(model, weights.empty() ? 1.0 : weights[k]);
+  }
 }
 
 }  // namespace atelier

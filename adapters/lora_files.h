@@ -74,4 +74,10 @@ LoRA to_lora(const LoRAWeights& lora, torch::nn::Module& model, const std::strin
 // The file form of a LoRA.
 LoRAWeights from_lora(const LoRA& lora);
 
+// Merges LoRA files of any dialect into `model`'s weights, file k at weights[k] (empty: 1 each): for
+// models without an Atelier base hash (Stable Diffusion), matched layer by layer. Error naming the file
+// and listing every layer that does not fit.
+void merge_lora_files(torch::nn::Module& model, const std::vector<std::string>& files,
+                      const std::vector<double>& weights);
+
 }  // namespace atelier

@@ -6,6 +6,7 @@
 #include "core/image.h"
 #include "core/runtime.h"
 #include "data/shapes_data.h"
+#include "diffusion/stable_diffusion.h"
 #include "diffusion/vae.h"
 #include "eval/metrics.h"
 
@@ -36,20 +37,25 @@ torch::Tensor run_sampler(const SamplerModel& m, const SamplerSettings& s, const
   if (init != nullptr && s.sampler != "ddpm" && s.sampler != "ddim" && s.sampler != "dpmpp_2m")
     fail("image-to-image needs the ddpm, ddim or dpmpp_2m sampler, not '", s.sampler, "'");
   auto unchanged = [&] { return init->images.to(x.device()).clone(); };
+  // diffusers adds steps_offset to "leading" timesteps only.
+  auto leading_or = [&](Spacing sp) {
+    return spaced_timesteps(T, s.steps, sp, sp == Spacing::leading ? m.steps_offset : 0);
+  };
   if (s.sampler == "ddpm") {
     DDPMOptions o;
     o.prediction = prediction;
     o.variance = m.learned_sigma ? DDPMVariance::learned_range : DDPMVariance::fixed_small;
     auto ts =
         start(s.spacing == "auto" && m.dit_respacing ? respace(schedule, std::to_string(s.steps)).sampling_timesteps()
-                                                     : spaced_timesteps(T, s.steps, spacing(Spacing::leading)));
+                                                     : leading_or(spacing(Spacing::leading)));
     return ts.empty() ? unchanged() : sample_ddpm(schedule, o, denoise, x, ts, rng, observe);
   }
   if (s.sampler == "ddim") {
     DDIMOptions o;
     o.prediction = prediction;
     o.eta = s.eta;
-    auto ts = start(spaced_timesteps(T, s.steps, spacing(Spacing::leading)));
+    o.set_alpha_to_one = m.set_alpha_to_one;
+    auto ts = start(leading_or(spacing(Spacing::leading)));
     return ts.empty() ? unchanged() : sample_ddim(schedule, o, denoise, x, ts, rng, observe);
   }
   if (s.sampler == "euler" || s.sampler == "euler_a") {
@@ -154,7 +160,62 @@ std::string sample_label(const SampleConfig& c) {
          json(c.sampler.cfg_scale).dump() + ", seed " + std::to_string(c.seed);
 }
 
-void sample_job(const SampleConfig& c, JobContext& ctx, const ModelLoader& loader) {
+namespace {
+
+std::string short_text(const std::string& text, std::size_t n) {
+  return text.size() <= n ? text : text.substr(0, n - 3) + "...";
+}
+
+void sd_sample_job(const SampleConfig& c, JobContext& ctx, const SDAdapterApplier& apply) {
+  if (!c.classes.empty())
+    fail_field("classes", c.model, " is a text-to-image model (Stable Diffusion): give prompts, not classes");
+  if (c.prompts.empty()) fail_field("prompts", c.model, " is a text-to-image model (Stable Diffusion): give prompts");
+  if (static_cast<std::int64_t>(c.prompts.size()) * c.per_class > 4096)
+    fail_field("per_class", c.prompts.size(), " prompts x ", c.per_class, " images is more than 4096 per job");
+  const torch::Device device = select_device(c.device);
+  StableDiffusionModel sd = with_field("model", [&] {
+    return load_stable_diffusion(c.model, {c.tokenizer, c.prediction});
+  });
+  if (!c.vae.empty()) {
+    AutoencoderKL vae = with_field("vae", [&] { return load_vae(c.vae); });
+    sd.model->vae = sd.model->replace_module("vae", vae);
+  }
+  if (!c.adapters.empty()) {
+    if (!apply) fail_field("adapters", "this build cannot apply adapters");
+    apply(sd, c);
+  }
+  sd.model->to(device);
+  ctx.report.info("Stable Diffusion (" + sd.info.family + ", " + sd.info.format + "), predicts " +
+                  (sd.info.prediction == Prediction::v ? "v" : "eps"));
+  TextToImage r;
+  for (const auto& p : c.prompts)
+    for (std::int64_t k = 0; k < c.per_class; ++k) r.prompts.push_back(p);
+  r.negative_prompt = c.negative_prompt;
+  r.width = c.width, r.height = c.height, r.clip_skip = c.clip_skip;
+  r.sampler = c.sampler;
+  r.seed = static_cast<std::uint64_t>(c.seed);
+  auto images = text_to_image(sd, r, [&](std::int64_t step, std::int64_t steps, const auto&, const auto&) {
+    ctx.check_cancel();
+    ctx.report.progress("sample", step + 1, steps);
+  });
+  images = checked_finite(images, c.output);
+  GridOptions grid;
+  grid.columns = static_cast<int>(c.per_class);
+  for (const auto& p : c.prompts) grid.row_labels.push_back(short_text(p, 24));
+  grid.scale = std::max<int>(1, 64 / static_cast<int>(images.size(-1)));
+  grid.title = c.sampler.sampler + " " + std::to_string(c.sampler.steps) + " steps, cfg " +
+               json(c.sampler.cfg_scale).dump() + ", seed " + std::to_string(c.seed);
+  save_png(ctx.path(c.output), make_grid(images, grid), {{"atelier.config", json_text(to_json(c))}});
+  ctx.report.artifact("samples", ctx.path(c.output));
+}
+
+}  // namespace
+
+void sample_job(const SampleConfig& c, JobContext& ctx, const ModelLoader& loader,
+                const SDAdapterApplier& sd_adapters) {
+  if (is_stable_diffusion(c.model)) return sd_sample_job(c, ctx, sd_adapters);
+  if (!c.prompts.empty())
+    fail_field("prompts", c.model, " is class-conditional (a DiT): it takes classes, not prompts");
   const torch::Device device = select_device(c.device);
   DiTModelInfo info;
   if (!c.adapters.empty() && !loader) fail_field("adapters", "this build cannot apply adapters");

@@ -44,15 +44,16 @@ struct ImageInit {
 struct SamplerModel {
   const NoiseSchedule& schedule;
   Prediction prediction = Prediction::eps;
-  bool learned_sigma = false;  // the output is [prediction | variance] (DiT): DDPM uses the learned range
-  bool dit_respacing = false;  // DDPM with spacing auto: DiT's respacing (else diffusers' leading spacing)
+  bool learned_sigma = false;     // the output is [prediction | variance] (DiT): DDPM uses the learned range
+  bool dit_respacing = false;     // DDPM with spacing auto: DiT's respacing (else diffusers' leading spacing)
+  std::int64_t steps_offset = 0;  // added to "leading" timesteps (SD schedulers: 1)
+  bool set_alpha_to_one = true;   // DDIM's abar after the last step: 1, or abar_0 (SD schedulers: false)
 };
 // The sampler loop `s` names over any denoiser (guidance folded in by the caller), from the standard-normal
 // start x [N, C, H, W] (scaled here for the Euler family). With `init`, an image-to-image start (SDEdit:
 // the images noised to the first kept timestep; ddpm, ddim and dpmpp_2m). Error naming an unknown sampler.
-torch::Tensor run_sampler(const SamplerModel& model, const SamplerSettings& s, const Denoiser& denoise,
-                          torch::Tensor x, Rng& rng, const StepObserver& observe = {},
-                          const ImageInit* init = nullptr);
+torch::Tensor run_sampler(const SamplerModel& model, const SamplerSettings& s, const Denoiser& denoise, torch::Tensor x,
+                          Rng& rng, const StepObserver& observe = {}, const ImageInit* init = nullptr);
 // Generates one image per label. labels [N] int64 in the model's class space; returns [N, C, H, W].
 // The denoiser runs the conditional and null-label passes as one batch when cfg_scale != 1. With `init`,
 // an edit of init->images instead (ddpm, ddim and dpmpp_2m; strength 0 returns them unchanged).
@@ -76,6 +77,12 @@ torch::Tensor checked_finite(const torch::Tensor& samples, const std::string& wh
 
 struct SampleConfig {
   std::string model = "assets/models/dit_shapes.safetensors";
+  std::vector<std::string> prompts;  // text-to-image models (Stable Diffusion)
+  std::string negative_prompt;
+  std::int64_t width = 0, height = 0;
+  std::int64_t clip_skip = 0;
+  std::string prediction = "auto";
+  std::string tokenizer = "assets/text/bpe_simple_vocab_16e6.txt.gz";
   std::vector<std::string> adapters;  // adapter files applied to the model (needs a ModelLoader)
   std::vector<double> adapter_weights;
   std::vector<double> block_weights;
@@ -91,17 +98,33 @@ struct SampleConfig {
 
   template <class V>
   void fields(V& v) {
-    v("model", model, "DiT model file: Atelier's, an official DiT .pt, or diffusers weights", Input::Model);
+    v("model", model,
+      "model: a DiT file (Atelier's, an official DiT .pt, diffusers weights) or Stable Diffusion (a single "
+      ".safetensors/.ckpt checkpoint or a diffusers folder)",
+      Input::Model);
+    v("prompts", prompts, "text-to-image models: one prompt per grid row (per_class images each)");
+    v("negative_prompt", negative_prompt, "text-to-image models: what guidance steers away from");
     v("adapters", adapters, "adapter files applied to the model at load time", Input::Adapters);
     v("adapter_weights", adapter_weights, "one weight per adapter (empty: 1 each)", PerItem{"adapters"},
       Range{-100, 100});
     v("block_weights", block_weights, "LoRA adapters: one weight per DiT block (empty: 1 each)", Range{-100, 100});
     v("vae", vae, "VAE that decodes a latent model's samples (AutoencoderKL: diffusers, old or LDM names)",
       Input::File);
-    v("classes", classes, "class names to draw (empty: every class of the model)", Input::Classes);
-    v("per_class", per_class, "images per class (one grid row per class)", Range{1, 4096});
+    v("classes", classes, "class-conditional models: class names to draw (empty: every class of the model)",
+      Input::Classes);
+    v("per_class", per_class, "images per class or prompt (one grid row each)", Range{1, 4096});
     sampler.fields(v);
     v("seed", seed, "seed of the initial noise", Range{0, 9e15});
+    v("width", width, "text-to-image: image width in pixels (0: the model's size)", Range{0, 8192});
+    v("height", height, "text-to-image: image height in pixels (0: the model's size)", Range{0, 8192});
+    v("clip_skip", clip_skip, "text-to-image: text encoder layers to skip from the end (diffusers' clip_skip)",
+      Range{0, 64});
+    v("prediction", prediction,
+      "text-to-image: what the UNet predicts (auto: the folder's scheduler config, else eps; SD 2.x 768-v "
+      "checkpoints need v)",
+      Choices{"auto", "eps", "v"});
+    v("tokenizer", tokenizer, "text-to-image: CLIP BPE vocabulary (a diffusers folder's own is used first)",
+      Input::File);
     v("probe", probe, "Shapes probe for metrics of Shapes models (empty: no metrics)", Input::File);
     v("reference_samples", reference_samples, "real test-split images for FD-shapes", Range{16, 1e6});
     v("output", output, "grid file written in the run folder", OutputFile{".png"});
@@ -113,7 +136,12 @@ std::string sample_label(const SampleConfig& config);
 
 // Loads the model named by config.model with config.adapters applied (the adapters layer provides it).
 using ModelLoader = std::function<DiT(const SampleConfig& config, DiTModelInfo* info)>;
-// Without a loader, adapters are refused with an Error naming the field.
-void sample_job(const SampleConfig& config, JobContext& ctx, const ModelLoader& loader = {});
+struct StableDiffusionModel;
+// Applies config.adapters (LoRA files) to a loaded Stable Diffusion model (the adapters layer provides it).
+using SDAdapterApplier = std::function<void(StableDiffusionModel& sd, const SampleConfig& config)>;
+// A DiT: a labelled grid of per_class images per class (+ Shapes metrics). Stable Diffusion: a grid of
+// per_class images per prompt. Without a loader / applier, adapters are refused with an Error naming the field.
+void sample_job(const SampleConfig& config, JobContext& ctx, const ModelLoader& loader = {},
+                const SDAdapterApplier& sd_adapters = {});
 
 }  // namespace atelier

@@ -1,6 +1,8 @@
 #include "adapters/concept.h"
 #include "adapters/finetune.h"
+#include "adapters/lora_files.h"
 #include "diffusion/generate.h"
+#include "diffusion/stable_diffusion.h"
 #include "diffusion/train_base.h"
 #include "distill/distill_steps.h"
 #include "distill/e2gan.h"
@@ -28,15 +30,22 @@ void register_builtin_jobs(JobRegistry& registry) {
       "resume)",
       &train_base);
   registry.add<SampleConfig>(
-      "sample", "Sample a labelled grid from a DiT model (with adapters), with probe accuracy and FD-shapes",
+      "sample",
+      "Sample a grid: a DiT by class (with adapters; probe accuracy and FD-shapes on Shapes models) or Stable "
+      "Diffusion by prompt (with LoRAs)",
       [](const SampleConfig& c, JobContext& ctx) {
-        sample_job(c, ctx, [](const SampleConfig& s, DiTModelInfo* info) {
-          return with_context(
-              [&] {
-                return load_adapted_model(s.model, s.adapters, s.adapter_weights, info, nullptr, s.block_weights);
-              },
-              "field 'model'");
-        });
+        sample_job(
+            c, ctx,
+            [](const SampleConfig& s, DiTModelInfo* info) {
+              return with_context(
+                  [&] {
+                    return load_adapted_model(s.model, s.adapters, s.adapter_weights, info, nullptr, s.block_weights);
+                  },
+                  "field 'model'");
+            },
+            [](StableDiffusionModel& sd, const SampleConfig& s) {
+              merge_lora_files(*sd.model, s.adapters, s.adapter_weights);
+            });
       });
   registry.add<FineTuneConfig>(
       "difffit",

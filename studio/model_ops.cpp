@@ -11,6 +11,7 @@
 #include "adapters/tuning.h"
 #include "data/folder_dataset.h"
 #include "diffusion/model_file.h"
+#include "diffusion/stable_diffusion.h"
 #include "studio/job_registry.h"
 #include "studio/workspace.h"
 
@@ -158,6 +159,8 @@ void check_job_inputs(const JobKind& kind, const json& effective) {
     }
   }
   if (model.empty()) return;
+  // Stable Diffusion (a checkpoint or a folder): its LoRA files are matched layer by layer by the job.
+  if (is_stable_diffusion(model)) return;
   if (!classes.empty()) {
     const ModelFileInfo m = read_model_file_info(model);
     for (const auto& [field, name] : classes) {

@@ -1,0 +1,106 @@
+// Stable Diffusion text-to-image: a tiny random diffusers pipeline (scripts/make_sd_fixtures.py) loaded
+// from its folder reproduces diffusers' whole DDIM loop with guidance from the same prompts and seed, and
+// the `sample` job draws prompts as a grid, with its errors.
+#include <catch2/catch.hpp>
+
+#include "core/atomic_file.h"
+#include "core/safetensors.h"
+#include "diffusion/stable_diffusion.h"
+#include "tests/helpers.h"
+
+using namespace atelier;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path fixture(const std::string& name) {
+  return test::source_path("tests/fixtures/sd/" + name);
+}
+fs::path vocabulary() {
+  return test::source_path("assets/text/bpe_simple_vocab_16e6.txt.gz");
+}
+double rel_diff(const torch::Tensor& out, const torch::Tensor& ref) {
+  const double d = test::max_abs_diff(out, ref) / std::max(1.0, ref.abs().max().item<double>());
+  UNSCOPED_INFO("relative max abs diff " << d);
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("Stable Diffusion: a diffusers folder reproduces diffusers' DDIM text-to-image loop", "[sd][parity]") {
+  const TensorFile io = safetensors::load(fixture("io.safetensors"));
+  const json request = json::parse(io.metadata.at("request"));
+  StableDiffusionModel sd = load_stable_diffusion(fixture("tiny"), {vocabulary(), "auto"});
+  CHECK(sd.info.format == "diffusers folder");
+  CHECK(sd.info.prediction == Prediction::eps);
+  CHECK(sd.info.steps_offset == 1);
+  CHECK_FALSE(sd.info.set_alpha_to_one);
+  CHECK(sd.info.default_size == 16);  // sample_size 8 x the VAE's factor 2
+
+  TextToImage r;
+  r.prompts = request["prompts"].get<std::vector<std::string>>();
+  r.negative_prompt = request["negative_prompt"].get<std::string>();
+  r.sampler.sampler = "ddim";
+  r.sampler.steps = request["steps"].get<std::int64_t>();
+  r.sampler.cfg_scale = request["guidance"].get<double>();
+  r.seed = request["seed"].get<std::uint64_t>();
+  const auto latents = text_to_latents(sd, r);
+  CHECK(latents.sizes() == io.tensors.at("latents").sizes());
+  CHECK(rel_diff(latents, io.tensors.at("latents")) <= 1e-5);
+  const auto images = text_to_image(sd, r);
+  CHECK(rel_diff(images, io.tensors.at("images")) <= 1e-5);
+
+  // Another seed, and no guidance, give other latents (the check above is not vacuous).
+  r.seed += 1;
+  CHECK(test::max_abs_diff(text_to_latents(sd, r), io.tensors.at("latents")) > 1e-2);
+
+  // Sizes must fit the VAE and the UNet: multiples of 4 here (VAE factor 2 x one UNet downsampling).
+  r.height = 18;
+  CHECK_THROWS_WITH(text_to_latents(sd, r), Contains("field 'height'") && Contains("not a multiple of 4"));
+  r.height = 24;
+  r.width = 32;
+  CHECK(text_to_latents(sd, r).sizes() == torch::IntArrayRef({2, 4, 12, 16}));
+}
+
+TEST_CASE("sample job: Stable Diffusion prompts as a grid, and the errors of mixing prompts and classes", "[sd][cli]") {
+  test::TempDir dir;
+  json job = {{"kind", "sample"},
+              {"model", fixture("tiny").string()},
+              {"prompts", {"a red circle", "a cat, watercolor"}},
+              {"negative_prompt", "blurry"},
+              {"per_class", 2},
+              {"steps", 2},
+              {"sampler", "euler"},
+              {"tokenizer", vocabulary().string()},
+              {"probe", ""}};
+  auto r = test::run_job_file(dir, job, "sd");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(fs::exists(dir / "sd" / "samples.png"));
+  CHECK_THAT(read_file(dir / "sd" / "log.jsonl"), Contains("Stable Diffusion"));
+
+  json with_classes = job;
+  with_classes["classes"] = {"circle"};
+  auto bad = test::run_job_file(dir, with_classes, "bad1");
+  CHECK(bad.exit_code == 1);
+  CHECK_THAT(bad.output, Contains("field 'classes'") && Contains("give prompts, not classes"));
+
+  json no_prompts = job;
+  no_prompts.erase("prompts");
+  auto bad2 = test::run_job_file(dir, no_prompts, "bad2");
+  CHECK(bad2.exit_code == 1);
+  CHECK_THAT(bad2.output, Contains("field 'prompts'"));
+
+  json dit = {
+      {"kind", "sample"}, {"model", test::tiny_base_model(dir, 0).string()}, {"prompts", {"a cat"}}, {"probe", ""}};
+  auto bad3 = test::run_job_file(dir, dit, "bad3");
+  CHECK(bad3.exit_code == 1);
+  CHECK_THAT(bad3.output, Contains("field 'prompts'") && Contains("class-conditional"));
+
+  json missing_vocab = job;
+  missing_vocab["tokenizer"] = (dir / "nope.txt.gz").string();
+  auto bad4 = test::run_job_file(dir, missing_vocab, "bad4");
+  CHECK(bad4.exit_code == 1);
+  CHECK_THAT(bad4.output, Contains("'tokenizer'") && Contains("does not exist"));
+}
