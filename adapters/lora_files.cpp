@@ -3,6 +3,7 @@
 #include <array>
 #include <cmath>
 #include <optional>
+#include <set>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -74,13 +75,18 @@ double pattern_value(const json& patterns, const std::string& path, double fallb
   return fallback;
 }
 
-// The layer names a file may use for a model: its own paths, and for a DiT the diffusers names (to_q /
-// to_k / to_v: row blocks of attn.qkv).
+// The layer names a file may use for a model: its own paths, for a DiT the diffusers names (to_q / to_k /
+// to_v: row blocks of attn.qkv), and a CLIP text encoder's paths without "text_model.".
 struct LayerNames {
   std::map<std::string, DiTLayerTarget> names;  // file layer path -> model layer (and qkv block)
+  std::set<std::string> text_aliases;           // of those, the CLIP paths without "text_model."
   explicit LayerNames(const std::vector<std::string>& layer_paths) {
     for (const auto& p : layer_paths) {
       names[p] = {p, -1};
+      // transformers 5 names a CLIP text model's layers without "text_model." (encoder.layers.N...).
+      if (const auto at = p.find("text_model."); at != std::string::npos && (at == 0 || p[at - 1] == '.'))
+        if (names.emplace(p.substr(0, at) + p.substr(at + std::strlen("text_model.")), DiTLayerTarget{p, -1}).second)
+          text_aliases.insert(p.substr(0, at) + p.substr(at + std::strlen("text_model.")));
       const auto diffusers = dit_layer_to_diffusers(p);
       for (std::size_t i = 0; i < diffusers.size(); ++i)
         names.emplace(diffusers[i], DiTLayerTarget{p, diffusers.size() == 3 ? static_cast<int>(i) : -1});
@@ -162,12 +168,32 @@ LoRAWeights read_lora_file(const std::filesystem::path& path, const std::vector<
   const DialectKeys& k = keys_of(w.dialect);
   if (w.dialect == LoRADialect::Atelier) w.atelier = load_adapter(path).info;
 
+  // PEFT scales: adapter_config.json beside the file, else the adapters' configs diffusers'
+  // save_lora_weights keeps in the file's "lora_adapter_metadata" (keys "<part>.lora_alpha", ...).
   json config = json::object();
+  std::map<std::string, json> part_configs;  // "unet." / "text_encoder." -> that part's config
   if (w.dialect == LoRADialect::PEFT) {
     const auto config_path = path.parent_path() / "adapter_config.json";
     std::error_code ec;
-    if (std::filesystem::is_regular_file(config_path, ec)) config = load_json_file(config_path);
+    if (std::filesystem::is_regular_file(config_path, ec)) {
+      config = load_json_file(config_path);
+    } else if (auto it = f.metadata.find("lora_adapter_metadata"); it != f.metadata.end()) {
+      const json meta = json::parse(it->second, nullptr, false);
+      if (!meta.is_object()) fail(path.string(), ": lora_adapter_metadata is not a JSON object");
+      for (auto m = meta.begin(); m != meta.end(); ++m) {
+        const auto dot = m.key().find('.');
+        if (dot == std::string::npos)
+          config[m.key()] = m.value();
+        else
+          part_configs[m.key().substr(0, dot + 1)][m.key().substr(dot + 1)] = m.value();
+      }
+    }
   }
+  auto config_for = [&](const std::string& stem) -> const json& {
+    for (const auto& [part, c] : part_configs)
+      if (stem.rfind(part, 0) == 0) return c;
+    return config;
+  };
   const LayerNames names(layer_paths);
   std::map<std::string, std::string> kohya_paths;  // <underscored> -> file layer path
   for (const auto& [name, target] : names.names) kohya_paths[underscored(name)] = name;
@@ -210,16 +236,15 @@ LoRAWeights read_lora_file(const std::filesystem::path& path, const std::vector<
     const double rank = static_cast<double>(down.size(0));
     if (k.alpha != nullptr) {
       if (auto a = f.tensors.find(stem + k.alpha); a != f.tensors.end()) lw.alpha = a->second.item<double>();
-    } else if (config.contains("lora_alpha")) {
-      const double alpha =
-          pattern_value(config.value("alpha_pattern", json::object()), layer, config.value("lora_alpha", rank));
-      const double scale = config.value("use_rslora", false) ? alpha / std::sqrt(rank) : alpha / rank;
+    } else if (const json& c = config_for(stem); c.contains("lora_alpha")) {
+      const double alpha = pattern_value(c.value("alpha_pattern", json::object()), layer, c.value("lora_alpha", rank));
+      const double scale = c.value("use_rslora", false) ? alpha / std::sqrt(rank) : alpha / rank;
       lw.alpha = scale * rank;
     }
     // diffusers DiT names: renamed to the model's layer, q / k / v kept apart until all are read.
     const DiTLayerTarget* target = names.find(layer);
     if (target != nullptr && target->path != layer) {
-      w.diffusers_names = true;
+      if (names.text_aliases.count(layer) == 0) w.diffusers_names = true;
       if (target->qkv_block >= 0) {
         qkv[target->path][target->qkv_block] = lw;
         continue;

@@ -95,6 +95,7 @@ enum class Input {
   ImageFolder,  // a folder of images (empty: unused)
   Folder,       // a folder that must exist, whose layout the job itself checks (empty: unused)
   Classes,      // class names of the job's Model file (checked against its metadata; empty: every class)
+  Text,         // free text such as prompts (not a path; forms edit a list one entry per line)
 };
 
 // The name `atelier jobs --json` gives an Input.
@@ -106,6 +107,7 @@ inline const char* input_name(Input input) {
     case Input::ImageFolder: return "image_folder";
     case Input::Folder: return "folder";
     case Input::Classes: return "classes";
+    case Input::Text: return "text";
   }
   return "?";
 }

@@ -184,6 +184,7 @@ void sd_sample_job(const SampleConfig& c, JobContext& ctx, const SDAdapterApplie
     if (!apply) fail_field("adapters", "this build cannot apply adapters");
     apply(sd, c);
   }
+  keep_file_dtype(sd);
   sd.model->to(device);
   ctx.report.info("Stable Diffusion (" + sd.info.family + ", " + sd.info.format + "), predicts " +
                   (sd.info.prediction == Prediction::v ? "v" : "eps"));

@@ -102,8 +102,8 @@ struct SampleConfig {
       "model: a DiT file (Atelier's, an official DiT .pt, diffusers weights) or Stable Diffusion (a single "
       ".safetensors/.ckpt checkpoint or a diffusers folder)",
       Input::Model);
-    v("prompts", prompts, "text-to-image models: one prompt per grid row (per_class images each)");
-    v("negative_prompt", negative_prompt, "text-to-image models: what guidance steers away from");
+    v("prompts", prompts, "text-to-image models: one prompt per grid row (per_class images each)", Input::Text);
+    v("negative_prompt", negative_prompt, "text-to-image models: what guidance steers away from", Input::Text);
     v("adapters", adapters, "adapter files applied to the model at load time", Input::Adapters);
     v("adapter_weights", adapter_weights, "one weight per adapter (empty: 1 each)", PerItem{"adapters"},
       Range{-100, 100});

@@ -84,6 +84,12 @@ StableDiffusionModel load_stable_diffusion(const fs::path& path, const StableDif
     vae = load_vae(pick(path / "vae", {"diffusion_pytorch_model.safetensors",
                                        "diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.bin"}));
     if (fs::is_regular_file(path / "tokenizer" / "merges.txt", ec)) tokenizer = path / "tokenizer" / "merges.txt";
+    const fs::path unet_file =
+        pick(path / "unet", {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+                             "diffusion_pytorch_model.bin"});
+    if (unet_file.extension() == ".safetensors")
+      if (const auto* e = safetensors::Reader(unet_file).find("conv_in.weight"))
+        sd.info.unet_file_dtype = safetensors::torch_dtype(e->dtype);
     scheduler = read_json_if_present(path / "scheduler" / "scheduler_config.json");
   } else {
     sd.info.format = "single file (LDM names)";
@@ -91,6 +97,9 @@ StableDiffusionModel load_stable_diffusion(const fs::path& path, const StableDif
     if (tensors_under(file.tensors, "model.diffusion_model.").empty() &&
         tensors_under(file.tensors, "state_dict.model.diffusion_model.").empty())
       fail(path.string(), ": no model.diffusion_model.* tensors; not a Stable Diffusion checkpoint");
+    for (const char* key : {kLDMUNetKey, "state_dict.model.diffusion_model.input_blocks.0.0.weight"})
+      if (auto it = file.tensors.find(key); it != file.tensors.end())
+        sd.info.unet_file_dtype = it->second.scalar_type();
     unet = UNet2DConditionModel(detect_unet_config(unet_tensors_to_diffusers(file.tensors)));
     load_unet_state(*unet, file.tensors, path.string());
     text = ClipTextModel(with_context([&] { return detect_clip_text_config(file.tensors); }, path.string()));
@@ -99,8 +108,7 @@ StableDiffusionModel load_stable_diffusion(const fs::path& path, const StableDif
     load_vae_state(*vae, file.tensors, path.string());
   }
   set_family(sd.info, unet->config());
-  if (tokenizer.empty()) fail("Stable Diffusion: no tokenizer vocabulary given for ", path.string());
-  sd.tokenizer = std::make_shared<const ClipBPETokenizer>(ClipBPETokenizer::load(tokenizer));
+  if (!tokenizer.empty()) sd.tokenizer = std::make_shared<const ClipBPETokenizer>(ClipBPETokenizer::load(tokenizer));
   sd.info.default_size = unet->config().sample_size * vae->config().downscale();
 
   // Scheduler settings: the folder's config, else SD's (scaled_linear 0.00085..0.012, steps_offset 1,
@@ -125,8 +133,14 @@ StableDiffusionModel load_stable_diffusion(const fs::path& path, const StableDif
   return sd;
 }
 
+void keep_file_dtype(StableDiffusionModel& sd) {
+  const auto d = sd.info.unet_file_dtype;
+  if (d == torch::kHalf || d == torch::kBFloat16) sd.model->unet->to(d);
+}
+
 torch::Tensor encode_prompts(StableDiffusionModel& sd, const std::vector<std::string>& texts, std::int64_t clip_skip) {
   torch::NoGradGuard no_grad;
+  if (!sd.tokenizer) fail_field("tokenizer", "no CLIP vocabulary was given to encode prompts with");
   const auto device = sd.model->unet->conv_in->weight.device();
   const auto ids = clip_token_tensor(sd.tokenizer->tokenize(texts, ClipBPETokenizer::kContextLength, sd.info.pad_id));
   if (clip_skip < 0 || clip_skip >= sd.model->text_encoder->config().num_hidden_layers)

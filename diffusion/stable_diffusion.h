@@ -49,6 +49,7 @@ struct StableDiffusionInfo {
   std::int64_t default_size = 512;                     // pixels: the UNet's sample_size x the VAE's factor
   std::int64_t steps_offset = 1;                       // SD schedulers' "leading" spacing offset
   bool set_alpha_to_one = false;                       // DDIM's final alpha (SD configs: false)
+  torch::ScalarType unet_file_dtype = torch::kFloat;   // the UNet weights' dtype in the file
 };
 
 struct StableDiffusionModel {
@@ -60,7 +61,8 @@ struct StableDiffusionModel {
 
 struct StableDiffusionLoadOptions {
   std::filesystem::path tokenizer;  // CLIP BPE merges (assets/text/bpe_simple_vocab_16e6.txt.gz); a
-                                    // diffusers folder's tokenizer/merges.txt is used when present
+                                    // diffusers folder's tokenizer/merges.txt is used when present;
+                                    // none: the model loads without one (prompts cannot be encoded)
   std::string prediction = "auto";  // auto (the folder's scheduler config; single files: eps), eps or v
 };
 
@@ -72,6 +74,11 @@ bool is_stable_diffusion(const std::filesystem::path& path);
 // family comes from the UNet's context width; v-prediction SD2 checkpoints (SD 2.x 768-v) cannot be told
 // from their weights: give prediction "v" for them (diffusers folders say it in scheduler_config.json).
 StableDiffusionModel load_stable_diffusion(const std::filesystem::path& path, const StableDiffusionLoadOptions& o);
+
+// Stores the UNet's weights in the file's dtype when that is float16 or bfloat16 (half the memory of the
+// largest component; the UNet casts them to its input's dtype at use, so it still computes in float32).
+// Call it after merging LoRA files, which are added to the weights at full precision.
+void keep_file_dtype(StableDiffusionModel& sd);
 
 // Text embeddings [N, 77, D] of `texts` (padded and truncated to 77 tokens), the output of the text
 // encoder's last layer minus `clip_skip` after its final LayerNorm.

@@ -16,9 +16,18 @@ and seed (the initial latents come from the seed: a CPU torch.Generator, as Atel
         DDIMScheduler         SD's: scaled_linear 0.00085..0.012, steps_offset 1, set_alpha_to_one false
       Every parameter is redrawn from N(0, 0.1) and rounded to float16 (default inits zero some output
       layers, which would make the check vacuous).
+  lora/pytorch_lora_weights.safetensors
+      a LoRA on the UNet (to_q, to_k, to_v, to_out.0, ff.net.2, proj_in and the resnets' 3x3 conv1: conv
+      LoRA; r 2, lora_alpha 4) and the text encoder (q/k/v/out_proj; r 2, lora_alpha 1), injected by
+      peft.inject_adapter_in_model and saved by StableDiffusionPipeline.save_lora_weights with the adapters'
+      configs as metadata (keys unet.* and text_encoder.*, PEFT names).
+  lora/kohya.safetensors
+      a second LoRA (UNet attention and text encoder, r 2, lora_alpha 2) converted to kohya names
+      (lora_unet_*, lora_te1_*) by diffusers' convert_state_dict_to_kohya (which writes alpha = rank).
   io.safetensors   latents [2, 4, 8, 8] (the loop's output before decoding) and images [2, 3, 16, 16] in
-                   [-1, 1] (decoded, before the pipeline's [0, 1] post-processing); metadata "request":
-                   prompts, negative prompt, steps, guidance, seed.
+                   [-1, 1] (decoded, before the pipeline's [0, 1] post-processing); latents_peft and
+                   latents_kohya: the same loop with each LoRA active; metadata "request": prompts,
+                   negative prompt, steps, guidance, seed.
 
 Usage: /work/fixtures-venv/bin/python scripts/make_sd_fixtures.py
 """
@@ -29,6 +38,8 @@ import sys
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -53,7 +64,16 @@ def randomize(module, seed):
     return module
 
 
+def randomize_lora_b(module, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if "lora_B" in name:
+                p.copy_((1.0 * torch.randn(p.shape, generator=g)).half().float())
+
+
 def main():
+    shutil.rmtree(OUT, ignore_errors=True)
     torch.manual_seed(0)
     unet = randomize(
         UNet2DConditionModel(
@@ -134,7 +154,52 @@ def main():
         latents = run("latent")
         images = vae.decode(latents / vae.config.scaling_factor).sample.clamp(-1, 1)
 
-    shutil.rmtree(OUT, ignore_errors=True)
+    # 1. A PEFT LoRA on both models, saved the diffusers way (with its configs as metadata).
+    lora_dir = os.path.join(OUT, "lora")
+    unet_config = LoraConfig(
+        r=2, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0", "ff.net.2", "proj_in", "conv1"]
+    )
+    text_config = LoraConfig(r=2, lora_alpha=1, target_modules=["q_proj", "k_proj", "v_proj", "out_proj"])
+    unet_sd, text_sd = {k: v.clone() for k, v in unet.state_dict().items()}, {k: v.clone() for k, v in text.state_dict().items()}
+
+    def fresh_models(unet_lora, text_lora, adapter, seeds):
+        u = UNet2DConditionModel.from_config(unet.config)
+        u.load_state_dict(unet_sd)
+        t = CLIPTextModel(text.config)
+        t.load_state_dict(text_sd)
+        u = inject_adapter_in_model(unet_lora, u.eval(), adapter_name=adapter)
+        t = inject_adapter_in_model(text_lora, t.eval(), adapter_name=adapter)
+        randomize_lora_b(u, seeds[0])
+        randomize_lora_b(t, seeds[1])
+        pipe.unet, pipe.text_encoder = u, t
+        return u, t
+
+    lora_unet, lora_text = fresh_models(unet_config, text_config, "default", (21, 22))
+    with torch.no_grad():
+        latents_peft = run("latent")
+    StableDiffusionPipeline.save_lora_weights(
+        lora_dir,
+        unet_lora_layers=get_peft_model_state_dict(lora_unet),
+        text_encoder_lora_layers=get_peft_model_state_dict(lora_text),
+        unet_lora_adapter_metadata=unet_config.to_dict(),
+        text_encoder_lora_adapter_metadata=text_config.to_dict(),
+        safe_serialization=True,
+    )
+
+    # 2. kohya names from diffusers' converter (alpha = rank, so lora_alpha = r keeps the same scale).
+    unet2 = LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v", "to_out.0"])
+    text2 = LoraConfig(r=2, lora_alpha=2, target_modules=["q_proj", "v_proj"])
+    lora_unet, lora_text = fresh_models(unet2, text2, "second", (23, 24))
+    with torch.no_grad():
+        latents_kohya = run("latent")
+    peft_sd = {f"unet.{k}": v for k, v in get_peft_model_state_dict(lora_unet, adapter_name="second").items()}
+    peft_sd.update(
+        {f"text_encoder.{k}": v for k, v in get_peft_model_state_dict(lora_text, adapter_name="second").items()}
+    )
+    kohya = convert_state_dict_to_kohya(peft_sd)
+    save_file({k: v.contiguous() for k, v in kohya.items()}, os.path.join(lora_dir, "kohya.safetensors"))
+    pipe.unet, pipe.text_encoder = unet, text
+
     tiny = os.path.join(OUT, "tiny")
     pipe.save_pretrained(tiny, safe_serialization=True)
     shutil.rmtree(os.path.join(tiny, "tokenizer"))
@@ -143,7 +208,12 @@ def main():
                          (vae, "vae/diffusion_pytorch_model.safetensors")):
         save_file({k: v.half().contiguous() for k, v in module.state_dict().items()}, os.path.join(tiny, path))
     save_file(
-        {"latents": latents.contiguous(), "images": images.contiguous()},
+        {
+            "latents": latents.contiguous(),
+            "images": images.contiguous(),
+            "latents_peft": latents_peft.contiguous(),
+            "latents_kohya": latents_kohya.contiguous(),
+        },
         os.path.join(OUT, "io.safetensors"),
         metadata={"request": json.dumps(REQUEST)},
     )

@@ -26,9 +26,13 @@ std::string trim(const std::string& s) {
 
 }  // namespace
 
-std::string list_text(const json& value) {
+std::string list_text(const json& value, bool lines) {
   if (!value.is_array()) return value.dump();
   std::string out;
+  if (lines) {
+    for (const auto& v : value) out += (out.empty() ? "" : "\n") + (v.is_string() ? v.get<std::string>() : v.dump());
+    return out;
+  }
   for (const auto& v : value) {
     if (v.is_string() && v.get<std::string>().find(',') != std::string::npos) return value.dump();
     if (!v.is_string() && !v.is_number() && !v.is_boolean()) return value.dump();
@@ -46,6 +50,15 @@ json parse_list_text(const FieldInfo& f, const std::string& text) {
   }
   json list = json::array();
   if (t.empty()) return list;
+  if (f.input && *f.input == Input::Text) {
+    std::size_t start = 0;
+    while (start <= t.size()) {
+      const std::size_t end = std::min(t.find('\n', start), t.size());
+      if (std::string line = trim(t.substr(start, end - start)); !line.empty()) list.push_back(line);
+      start = end + 1;
+    }
+    return list;
+  }
   const bool strings = f.type == "list[string]";
   std::size_t start = 0;
   while (start <= t.size()) {
@@ -74,7 +87,7 @@ void JobForm::set_kind(const JobKind& k, bool keep) {
   json_text.clear();
   for (const auto& f : k.fields) {
     values[f.name] = keep && old.contains(f.name) ? old[f.name] : f.default_value;
-    if (edited_as_text(f)) json_text[f.name] = list_text(values[f.name]);
+    if (edited_as_text(f)) json_text[f.name] = list_text(values[f.name], f.input == Input::Text);
   }
   validate(k);
 }
@@ -82,7 +95,7 @@ void JobForm::set_kind(const JobKind& k, bool keep) {
 void JobForm::set_value(const JobKind& k, const std::string& field, json value) {
   auto f = std::find_if(k.fields.begin(), k.fields.end(), [&](const FieldInfo& i) { return i.name == field; });
   if (f == k.fields.end()) fail("job kind '", k.name, "' has no field '", field, "'");
-  if (edited_as_text(*f)) json_text[field] = list_text(value);
+  if (edited_as_text(*f)) json_text[field] = list_text(value, f->input == Input::Text);
   values[field] = std::move(value);
   validate(k);
 }

@@ -70,10 +70,11 @@ struct JobForm {
 };
 
 // A list as the form's text box shows it: "circle, heart", "1, 2, 4" (JSON when an entry holds a comma or
-// is not a plain value).
-std::string list_text(const json& value);
+// is not a plain value); with `lines`, one entry per line (free text such as prompts, Input::Text).
+std::string list_text(const json& value, bool lines = false);
 // A list field's text back to JSON: comma-separated values ("circle, heart"; "1, 2, 4") or JSON ("[...]",
-// objects). FieldError naming the field for a value that is not a number where numbers are expected.
+// objects); an Input::Text list takes one entry per non-empty line. FieldError naming the field for a
+// value that is not a number where numbers are expected.
 json parse_list_text(const FieldInfo& f, const std::string& text);
 
 struct GalleryItem {

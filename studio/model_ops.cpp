@@ -50,8 +50,13 @@ LoRAConversion convert_lora_file(const fs::path& in, const fs::path& out, const 
 }
 
 json lora_compatibility(const fs::path& file, const fs::path& base) {
-  DiTModelInfo info;
-  DiT model = load_generator_model(base, &info);
+  std::shared_ptr<torch::nn::Module> model;
+  if (is_stable_diffusion(base)) {
+    model = load_stable_diffusion(base, {}).model.ptr();  // UNet and text encoder: unet.*, text_encoder.*
+  } else {
+    DiTModelInfo info;
+    model = load_generator_model(base, &info).ptr();
+  }
   const LoRAWeights lora = read_lora_file(file, lora_layer_paths(*model));
   const LoRACompatibility c = check_lora(lora, *model);
   return {{"file", file.string()},
@@ -155,6 +160,7 @@ void check_job_inputs(const JobKind& kind, const json& effective) {
           adapters.emplace_back(f.name, path);
           break;
         case Input::Classes: classes.emplace_back(f.name, path); break;
+        case Input::Text: break;
       }
     }
   }

@@ -137,7 +137,7 @@ std::string resolve_shipped(const std::string& path) {
 
 void resolve_input_paths(const std::vector<FieldInfo>& fields, json& effective) {
   for (const auto& f : fields) {
-    if (!f.input || *f.input == Input::Classes || !effective.contains(f.name)) continue;
+    if (!f.input || *f.input == Input::Classes || *f.input == Input::Text || !effective.contains(f.name)) continue;
     json& value = effective[f.name];
     if (value.is_string()) value = resolve_shipped(value.get<std::string>());
     if (value.is_array())

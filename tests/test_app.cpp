@@ -68,6 +68,18 @@ TEST_CASE("Job forms: defaults are valid, bad values name their field and block 
   // Switching kinds keeps the values the new kind shares.
   form.set_kind(JobRegistry::builtin().get("difffit"), true);
   CHECK(form.values["steps"] == 10);
+
+  // Prompts (Input::Text) are edited one per line, commas and all; comma lists stay comma lists.
+  const JobKind& sample = JobRegistry::builtin().get("sample");
+  JobForm gallery;
+  gallery.set_kind(sample);
+  gallery.json_text["prompts"] = "a cat, watercolor\n\n  a red circle on white  \n";
+  gallery.json_text["classes"] = "circle, heart";
+  gallery.validate(sample);
+  CHECK(gallery.values["prompts"] == json({"a cat, watercolor", "a red circle on white"}));
+  CHECK(gallery.values["classes"] == json({"circle", "heart"}));
+  gallery.set_value(sample, "prompts", json({"one, two", "three"}));
+  CHECK(gallery.json_text["prompts"] == "one, two\nthree");
 }
 
 TEST_CASE("A job on the worker thread reports progress, cancels and resumes to the same weights", "[app][runner]") {

@@ -3,6 +3,7 @@
 // the `sample` job draws prompts as a grid, with its errors.
 #include <catch2/catch.hpp>
 
+#include "adapters/lora_files.h"
 #include "core/atomic_file.h"
 #include "core/safetensors.h"
 #include "diffusion/stable_diffusion.h"
@@ -103,4 +104,68 @@ TEST_CASE("sample job: Stable Diffusion prompts as a grid, and the errors of mix
   auto bad4 = test::run_job_file(dir, missing_vocab, "bad4");
   CHECK(bad4.exit_code == 1);
   CHECK_THAT(bad4.output, Contains("'tokenizer'") && Contains("does not exist"));
+}
+
+TEST_CASE("Stable Diffusion LoRAs: diffusers' PEFT file (conv LoRA, metadata scales) and a kohya file match diffusers",
+          "[sd][lora][parity]") {
+  const TensorFile io = safetensors::load(fixture("io.safetensors"));
+  const json request = json::parse(io.metadata.at("request"));
+  TextToImage r;
+  r.prompts = request["prompts"].get<std::vector<std::string>>();
+  r.negative_prompt = request["negative_prompt"].get<std::string>();
+  r.sampler.sampler = "ddim";
+  r.sampler.steps = request["steps"].get<std::int64_t>();
+  r.sampler.cfg_scale = request["guidance"].get<double>();
+  r.seed = request["seed"].get<std::uint64_t>();
+  const auto base = io.tensors.at("latents");
+  for (const auto& [file, key] : std::vector<std::pair<std::string, std::string>>{
+           {"lora/pytorch_lora_weights.safetensors", "latents_peft"}, {"lora/kohya.safetensors", "latents_kohya"}}) {
+    INFO(file);
+    StableDiffusionModel sd = load_stable_diffusion(fixture("tiny"), {vocabulary(), "auto"});
+    const LoRAWeights w = read_lora_file(fixture(file), lora_layer_paths(*sd.model));
+    const LoRACompatibility c = check_lora(w, *sd.model);
+    CHECK(c.ok());
+    CHECK(w.unresolved.empty());
+    bool unet = false, text = false;
+    for (const auto& [layer, lw] : w.layers) {
+      unet |= layer.rfind("unet.", 0) == 0;
+      text |= layer.rfind("text_encoder.text_model.", 0) == 0;
+    }
+    CHECK((unet && text));
+    if (key == "latents_peft") {
+      // The resnets' 3x3 conv1 carries a conv LoRA; scales come from the file's metadata (unet 4/2, text 1/2).
+      CHECK(w.layers.at("unet.down_blocks.0.resnets.0.conv1").down.dim() == 4);
+      CHECK(w.layers.at("unet.down_blocks.0.resnets.0.conv1").alpha == Approx(4.0));
+      CHECK(w.layers.at("text_encoder.text_model.encoder.layers.0.self_attn.q_proj").alpha == Approx(1.0));
+    }
+    merge_lora_files(*sd.model, {fixture(file).string()}, {});
+    const auto latents = text_to_latents(sd, r);
+    CHECK(rel_diff(latents, io.tensors.at(key)) <= 1e-5);
+    CHECK(test::max_abs_diff(latents, base) > 1e-2);  // the LoRA changes the result
+  }
+
+  // The report and the sample job take them directly.
+  auto report =
+      test::run_cli("inspect " + fixture("lora/kohya.safetensors").string() + " --base " + fixture("tiny").string());
+  INFO(report.output);
+  CHECK(report.exit_code == 0);
+  CHECK_THAT(report.output, Contains("kohya LoRA") && Contains("unmatched:  0") && Contains("mismatched: 0"));
+  test::TempDir dir;
+  json job = {{"kind", "sample"},
+              {"model", fixture("tiny").string()},
+              {"prompts", {"a red circle"}},
+              {"adapters", {fixture("lora/pytorch_lora_weights.safetensors").string()}},
+              {"adapter_weights", {0.5}},
+              {"per_class", 1},
+              {"steps", 2},
+              {"tokenizer", vocabulary().string()}};
+  auto run = test::run_job_file(dir, job, "lora");
+  INFO(run.output);
+  CHECK(run.exit_code == 0);
+  json other = job;
+  other["adapters"] = {test::source_path("tests/fixtures/lora/dit/peft/adapter_model.safetensors").string()};
+  other["adapter_weights"] = json::array();
+  auto bad = test::run_job_file(dir, other, "bad");
+  CHECK(bad.exit_code == 1);
+  CHECK_THAT(bad.output, Contains("field 'adapters'") && Contains("do not fit the model"));
 }

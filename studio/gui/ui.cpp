@@ -333,7 +333,7 @@ namespace {
 // A string field naming one file or folder: what the job declares as an input (Input::File, Model,
 // ImageFolder, Folder).
 bool is_path_field(const FieldInfo& f) {
-  return f.input && *f.input != Input::Adapters && *f.input != Input::Classes;
+  return f.input && *f.input != Input::Adapters && *f.input != Input::Classes && *f.input != Input::Text;
 }
 
 bool is_folder_field(const FieldInfo& f) {
@@ -573,6 +573,16 @@ bool job_form(Ui& ui, AppState& app, JobForm& form, const JobKind& kind) {
       if (ImGui::InputText("##v", &s)) v = s, changed = true;
     } else if (list_of_strings && f.input && *f.input == Input::Adapters) {
       adapter_rows(ui, app, form, kind, f);  // sets and re-validates the form itself
+    } else if (list_of_strings && f.input && *f.input == Input::Text) {
+      if (ImGui::InputTextMultiline("##v", &form.json_text[f.name],
+                                    ImVec2(-FLT_MIN, ImGui::GetTextLineHeightWithSpacing() * 4.5f)))
+        changed = true;
+      if (form.json_text[f.name].empty() && !ImGui::IsItemActive()) {
+        const ImVec2 min = ImGui::GetItemRectMin();
+        ImGui::GetWindowDrawList()->AddText(
+            ImVec2(min.x + ImGui::GetStyle().FramePadding.x, min.y + ImGui::GetStyle().FramePadding.y),
+            ImGui::GetColorU32(ImGuiCol_TextDisabled), "one prompt per line");
+      }
     } else if (list_of_strings && !names.empty()) {
       json value = v;
       if (name_checkboxes(ui, form.kind + "." + f.name + ".", names, value)) form.set_value(kind, f.name, value);
