@@ -100,11 +100,13 @@ StableDiffusionModel load_stable_diffusion(const fs::path& path, const StableDif
     for (const char* key : {kLDMUNetKey, "state_dict.model.diffusion_model.input_blocks.0.0.weight"})
       if (auto it = file.tensors.find(key); it != file.tensors.end())
         sd.info.unet_file_dtype = it->second.scalar_type();
-    unet = UNet2DConditionModel(detect_unet_config(unet_tensors_to_diffusers(file.tensors)));
+    unet = UNet2DConditionModel(with_context(
+        [&] { return detect_unet_config(unet_tensors_to_diffusers(file.tensors), o.unet_base); }, path.string()));
     load_unet_state(*unet, file.tensors, path.string());
-    text = ClipTextModel(with_context([&] { return detect_clip_text_config(file.tensors); }, path.string()));
+    text =
+        ClipTextModel(with_context([&] { return detect_clip_text_config(file.tensors, o.text_base); }, path.string()));
     load_clip_text_state(*text, file.tensors, path.string());
-    vae = AutoencoderKL(with_context([&] { return detect_vae_config(file.tensors); }, path.string()));
+    vae = AutoencoderKL(with_context([&] { return detect_vae_config(file.tensors, o.vae_base); }, path.string()));
     load_vae_state(*vae, file.tensors, path.string());
   }
   set_family(sd.info, unet->config());

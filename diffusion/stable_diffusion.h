@@ -64,6 +64,11 @@ struct StableDiffusionLoadOptions {
                                     // diffusers folder's tokenizer/merges.txt is used when present;
                                     // none: the model loads without one (prompts cannot be encoded)
   std::string prediction = "auto";  // auto (the folder's scheduler config; single files: eps), eps or v
+  // Single files: what weight shapes cannot tell (GroupNorm groups, head counts of unusual widths, latent
+  // scale); SD's values by default.
+  UNetConfig unet_base;
+  VAEConfig vae_base;
+  ClipTextConfig text_base;
 };
 
 // A folder holding model_index.json, or a .ckpt, or a .safetensors whose names include the LDM UNet's

@@ -24,6 +24,11 @@ and seed (the initial latents come from the seed: a CPU torch.Generator, as Atel
   lora/kohya.safetensors
       a second LoRA (UNet attention and text encoder, r 2, lora_alpha 2) converted to kohya names
       (lora_unet_*, lora_te1_*) by diffusers' convert_state_dict_to_kohya (which writes alpha = rank).
+  tiny_ldm.safetensors, tiny_ldm.ckpt
+      the same three models as one single-file checkpoint with LDM names, as artists download them
+      (model.diffusion_model.*, cond_stage_model.transformer.text_model.*, first_stage_model.*; names by the
+      independent conversions of make_unet_fixtures.py and make_vae_fixtures.py), float16; the .ckpt is
+      torch.save({"state_dict": ..., "global_step": 1}) as LDM training writes it.
   io.safetensors   latents [2, 4, 8, 8] (the loop's output before decoding) and images [2, 3, 16, 16] in
                    [-1, 1] (decoded, before the pipeline's [0, 1] post-processing); latents_peft and
                    latents_kohya: the same loop with each LoRA active; metadata "request": prompts,
@@ -45,6 +50,8 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_clip_text_fixtures import build_tokenizer  # noqa: E402
+from make_unet_fixtures import to_ldm_names as unet_to_ldm  # noqa: E402
+from make_vae_fixtures import to_ldm_names as vae_to_ldm  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "sd")
 REQUEST = dict(
@@ -207,6 +214,14 @@ def main():
     for module, path in ((text, "text_encoder/model.safetensors"), (unet, "unet/diffusion_pytorch_model.safetensors"),
                          (vae, "vae/diffusion_pytorch_model.safetensors")):
         save_file({k: v.half().contiguous() for k, v in module.state_dict().items()}, os.path.join(tiny, path))
+    # One LDM single file.
+    ldm = dict(unet_to_ldm(unet_sd, unet.config))
+    ldm.update(vae_to_ldm(vae.state_dict(), len(vae.config.block_out_channels), vae.config.layers_per_block))
+    for k, v in text_sd.items():
+        ldm["cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k)] = v
+    ldm = {k: v.half().contiguous() for k, v in ldm.items()}
+    save_file(ldm, os.path.join(OUT, "tiny_ldm.safetensors"))
+    torch.save({"state_dict": ldm, "global_step": 1}, os.path.join(OUT, "tiny_ldm.ckpt"))
     save_file(
         {
             "latents": latents.contiguous(),

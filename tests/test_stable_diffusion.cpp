@@ -27,6 +27,19 @@ double rel_diff(const torch::Tensor& out, const torch::Tensor& ref) {
   return d;
 }
 
+// The request the fixture's diffusers loop ran: prompts, negative prompt, DDIM steps, guidance, seed.
+TextToImage fixture_request(const TensorFile& io) {
+  const json request = json::parse(io.metadata.at("request"));
+  TextToImage r;
+  r.prompts = request["prompts"].get<std::vector<std::string>>();
+  r.negative_prompt = request["negative_prompt"].get<std::string>();
+  r.sampler.sampler = "ddim";
+  r.sampler.steps = request["steps"].get<std::int64_t>();
+  r.sampler.cfg_scale = request["guidance"].get<double>();
+  r.seed = request["seed"].get<std::uint64_t>();
+  return r;
+}
+
 }  // namespace
 
 TEST_CASE("Stable Diffusion: a diffusers folder reproduces diffusers' DDIM text-to-image loop", "[sd][parity]") {
@@ -109,14 +122,7 @@ TEST_CASE("sample job: Stable Diffusion prompts as a grid, and the errors of mix
 TEST_CASE("Stable Diffusion LoRAs: diffusers' PEFT file (conv LoRA, metadata scales) and a kohya file match diffusers",
           "[sd][lora][parity]") {
   const TensorFile io = safetensors::load(fixture("io.safetensors"));
-  const json request = json::parse(io.metadata.at("request"));
-  TextToImage r;
-  r.prompts = request["prompts"].get<std::vector<std::string>>();
-  r.negative_prompt = request["negative_prompt"].get<std::string>();
-  r.sampler.sampler = "ddim";
-  r.sampler.steps = request["steps"].get<std::int64_t>();
-  r.sampler.cfg_scale = request["guidance"].get<double>();
-  r.seed = request["seed"].get<std::uint64_t>();
+  TextToImage r = fixture_request(io);
   const auto base = io.tensors.at("latents");
   for (const auto& [file, key] : std::vector<std::pair<std::string, std::string>>{
            {"lora/pytorch_lora_weights.safetensors", "latents_peft"}, {"lora/kohya.safetensors", "latents_kohya"}}) {
@@ -168,4 +174,36 @@ TEST_CASE("Stable Diffusion LoRAs: diffusers' PEFT file (conv LoRA, metadata sca
   auto bad = test::run_job_file(dir, other, "bad");
   CHECK(bad.exit_code == 1);
   CHECK_THAT(bad.output, Contains("field 'adapters'") && Contains("do not fit the model"));
+}
+
+TEST_CASE("Stable Diffusion single files (LDM names; .safetensors and a torch.save .ckpt) give the folder's images",
+          "[sd][parity]") {
+  const TensorFile io = safetensors::load(fixture("io.safetensors"));
+  const TextToImage r = fixture_request(io);
+  // What shapes cannot tell of the tiny model (SD's defaults are 32 GroupNorm groups).
+  StableDiffusionLoadOptions o{vocabulary(), "auto"};
+  o.unet_base = unet_config_from_diffusers(load_json_file(fixture("tiny/unet/config.json")), "unet config");
+  o.vae_base.norm_num_groups = 4;
+  for (const char* file : {"tiny_ldm.safetensors", "tiny_ldm.ckpt"}) {
+    INFO(file);
+    CHECK(is_stable_diffusion(fixture(file)));
+    StableDiffusionModel sd = load_stable_diffusion(fixture(file), o);
+    CHECK(sd.info.format == "single file (LDM names)");
+    CHECK(sd.info.unet_file_dtype == torch::kHalf);
+    CHECK(rel_diff(text_to_latents(sd, r), io.tensors.at("latents")) <= 1e-5);
+    keep_file_dtype(sd);  // the UNet stored in float16 computes the same (its values are float16 already)
+    CHECK(sd.model->unet->conv_in->weight.scalar_type() == torch::kHalf);
+    CHECK(rel_diff(text_to_latents(sd, r), io.tensors.at("latents")) <= 1e-5);
+  }
+  CHECK_FALSE(is_stable_diffusion(test::source_path("assets/models/dit_shapes.safetensors")));
+
+  // Errors name the file: settings the weights do not fit, and a missing tensor (by its diffusers name).
+  CHECK_THROWS_WITH(load_stable_diffusion(fixture("tiny_ldm.safetensors"), {vocabulary(), "auto"}),
+                    Contains("tiny_ldm.safetensors"));
+  test::TempDir dir;
+  TensorFile f = safetensors::load(fixture("tiny_ldm.safetensors"));
+  f.tensors.erase("model.diffusion_model.input_blocks.1.0.in_layers.0.weight");
+  safetensors::save(dir / "broken.safetensors", f.tensors);
+  CHECK_THROWS_WITH(load_stable_diffusion(dir / "broken.safetensors", o),
+                    Contains("broken.safetensors") && Contains("down_blocks.0.resnets.0.norm1.weight"));
 }
