@@ -62,6 +62,8 @@ ModelFileInfo read_model_file_info(const fs::path& path) {
     } else if (!kind.empty()) {
       info.kind = kind;
       info.classes = json_list(h.metadata, "classes");
+    } else if (reader.find("model.diffusion_model.input_blocks.0.0.weight") != nullptr) {
+      info.kind = "stable diffusion";  // a single-file checkpoint (LDM names)
     } else if (h.metadata.count("ss_network_dim") || (!h.entries.empty() && h.entries[0].name.rfind("lora_", 0) == 0)) {
       info.kind = "lora (kohya)";
     } else if (!h.entries.empty() && h.entries[0].name.find("lora_A") != std::string::npos) {

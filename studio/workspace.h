@@ -17,8 +17,9 @@ namespace atelier {
 
 struct ModelFileInfo {
   std::filesystem::path path;
-  std::string kind;    // "dit", "adapter", "probe", "vae", "lora (kohya)", "checkpoint", "safetensors"
-  std::string method;  // adapters: difffit, bitfit, full, lora, ortho_lora (as the file says)
+  std::string
+      kind;  // "dit", "adapter", "probe", "vae", "lora (kohya)", "stable diffusion", "checkpoint", "safetensors"
+  std::string method;                           // adapters: difffit, bitfit, full, lora, ortho_lora (as the file says)
   std::optional<AdapterMethod> adapter_method;  // adapters whose method this build knows
   std::string base_hash;                        // adapters: SHA-256 of the base model they were trained on
   std::vector<std::string> classes;             // class names or concepts

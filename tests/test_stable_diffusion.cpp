@@ -7,6 +7,7 @@
 #include "core/atomic_file.h"
 #include "core/safetensors.h"
 #include "diffusion/stable_diffusion.h"
+#include "studio/workspace.h"
 #include "tests/helpers.h"
 
 using namespace atelier;
@@ -196,6 +197,7 @@ TEST_CASE("Stable Diffusion single files (LDM names; .safetensors and a torch.sa
     CHECK(rel_diff(text_to_latents(sd, r), io.tensors.at("latents")) <= 1e-5);
   }
   CHECK_FALSE(is_stable_diffusion(test::source_path("assets/models/dit_shapes.safetensors")));
+  CHECK(read_model_file_info(fixture("tiny_ldm.safetensors")).kind == "stable diffusion");  // the Models list
 
   // Errors name the file: settings the weights do not fit, and a missing tensor (by its diffusers name).
   CHECK_THROWS_WITH(load_stable_diffusion(fixture("tiny_ldm.safetensors"), {vocabulary(), "auto"}),

@@ -86,6 +86,14 @@ void draw_models_panel(AppState& app, Ui& ui) {
         ui.focus = "Train";
       }
     }
+    if (m.kind == "stable diffusion") {
+      if (ui.button("models.generate", "Generate with it")) {
+        const JobKind& sample = app.registry().get(app.gallery.kind);
+        app.gallery.set_value(sample, "model", m.path.string());
+        app.gallery.set_value(sample, "classes", json::array());  // prompts, not classes
+        ui.focus = "Gallery";
+      }
+    }
     if (m.kind == "adapter" || m.kind.rfind("lora", 0) == 0) {
       if (ui.button("models.sample_adapter", "Generate with it")) {
         app.add_adapter(app.gallery, m.path.string());
