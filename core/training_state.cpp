@@ -1,5 +1,7 @@
 #include "core/training_state.h"
 
+#include "core/translated_load.h"
+
 #include <algorithm>
 #include <regex>
 
@@ -266,6 +268,23 @@ FrozenParameters::FrozenParameters(torch::nn::Module& module) {
 
 FrozenParameters::~FrozenParameters() {
   for (auto& [p, requires_grad] : saved_) p.set_requires_grad(requires_grad);
+}
+
+void load_translated_tensors(torch::nn::Module& module, const TensorMap& tensors,
+                             const std::map<std::string, std::string>& origin, const std::string& what) {
+  try {
+    load_module_tensors(module, tensors, "", what, /*strict=*/true);
+  } catch (const Error& e) {
+    if (origin.empty()) throw;
+    std::string msg = e.what();
+    for (const auto& [name, original] : origin) {
+      const std::string quoted = "'" + name + "'", note = " (file: '" + original + "')";
+      for (auto pos = msg.find(quoted); pos != std::string::npos;
+           pos = msg.find(quoted, pos + quoted.size() + note.size()))
+        msg.insert(pos + quoted.size(), note);
+    }
+    throw Error(msg);
+  }
 }
 
 }  // namespace atelier

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/tensor_io.h"
 #include "core/training_state.h"
+#include "core/translated_load.h"
 
 namespace atelier {
 namespace nn = torch::nn;
@@ -284,20 +285,7 @@ TensorMap clip_text_tensors_to_transformers(const TensorMap& tensors, std::int64
 
 void load_clip_text_state(ClipTextModelImpl& model, const TensorMap& tensors, const std::string& source) {
   Translated t = translate(tensors, model.config().num_hidden_layers);
-  try {
-    load_module_tensors(model, t.tensors, "", source + " (" + dialect_name(t.dialect) + " names)", /*strict=*/true);
-  } catch (const Error& e) {
-    if (t.origin.empty()) throw;
-    // Problems name transformers keys; add the file's own name for translated ones.
-    std::string msg = e.what();
-    for (const auto& [name, original] : t.origin) {
-      const std::string quoted = "'" + name + "'", note = " (file: '" + original + "')";
-      for (auto pos = msg.find(quoted); pos != std::string::npos;
-           pos = msg.find(quoted, pos + quoted.size() + note.size()))
-        msg.insert(pos + quoted.size(), note);
-    }
-    throw Error(msg);
-  }
+  load_translated_tensors(model, t.tensors, t.origin, source + " (" + dialect_name(t.dialect) + " names)");
 }
 
 ClipTextConfig detect_clip_text_config(const TensorMap& tensors, const ClipTextConfig& base) {

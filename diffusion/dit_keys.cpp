@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/tensor_io.h"
 #include "core/training_state.h"
+#include "core/translated_load.h"
 
 namespace atelier {
 namespace {
@@ -325,20 +326,7 @@ DiT load_dit(const std::filesystem::path& file, const DiTLoadOptions& options, D
   DiT model = with_context([&] { return DiT(i.config); }, file.string());
   std::string what = file.string() + " (" + dialect_name(i.dialect) + " names";
   what += i.prefix.empty() ? ")" : ", '" + i.prefix + "' tensors)";
-  try {
-    load_module_tensors(*model, t.tensors, "", what, /*strict=*/true);
-  } catch (const Error& e) {
-    if (t.origin.empty()) throw;
-    // Problems name official keys; add the file's own names for translated ones.
-    std::string msg = e.what();
-    for (const auto& [name, original] : t.origin) {
-      const std::string quoted = "'" + name + "'", note = " (file: '" + original + "')";
-      for (auto pos = msg.find(quoted); pos != std::string::npos;
-           pos = msg.find(quoted, pos + quoted.size() + note.size()))
-        msg.insert(pos + quoted.size(), note);
-    }
-    throw Error(msg);
-  }
+  load_translated_tensors(*model, t.tensors, t.origin, what);
   model->eval();
   if (info != nullptr) *info = std::move(i);
   return model;

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/tensor_io.h"
 #include "core/training_state.h"
+#include "core/translated_load.h"
 #include "diffusion/unet.h"
 
 namespace atelier {
@@ -163,25 +164,8 @@ Translated translate(const TensorMap& file) {
   return out;
 }
 
-// Rethrows a strict-loading Error with the file's own name after each translated key it names.
-[[noreturn]] void rethrow_with_origin(const Error& e, const std::map<std::string, std::string>& origin) {
-  std::string msg = e.what();
-  for (const auto& [name, original] : origin) {
-    const std::string quoted = "'" + name + "'", note = " (file: '" + original + "')";
-    for (auto pos = msg.find(quoted); pos != std::string::npos;
-         pos = msg.find(quoted, pos + quoted.size() + note.size()))
-      msg.insert(pos + quoted.size(), note);
-  }
-  throw Error(msg);
-}
-
 void load_translated(UNet2DConditionModelImpl& unet, const Translated& t, const std::string& source) {
-  try {
-    load_module_tensors(unet, t.tensors, "", source + " (" + dialect_name(t.dialect) + " names)", /*strict=*/true);
-  } catch (const Error& e) {
-    if (t.origin.empty()) throw;
-    rethrow_with_origin(e, t.origin);
-  }
+  load_translated_tensors(unet, t.tensors, t.origin, source + " (" + dialect_name(t.dialect) + " names)");
 }
 
 const torch::Tensor* find(const TensorMap& t, const std::string& key) {

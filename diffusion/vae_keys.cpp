@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/training_state.h"
+#include "core/translated_load.h"
 #include "diffusion/vae.h"
 
 namespace atelier {
@@ -192,22 +193,7 @@ TensorMap vae_tensors_to_diffusers(const TensorMap& tensors, VAEKeyDialect* dete
 
 void load_vae_state(AutoencoderKLImpl& vae, const TensorMap& tensors, const std::string& source) {
   Translated t = translate(tensors);
-  try {
-    load_module_tensors(vae, t.tensors, "", source + " (" + dialect_name(t.dialect) + " names)", /*strict=*/true);
-  } catch (const Error& e) {
-    if (t.origin.empty()) throw;
-    // Problems name diffusers keys; add the file's own name for translated ones.
-    std::string msg = e.what();
-    for (const auto& [name, original] : t.origin) {
-      const std::string quoted = "'" + name + "'", note = " (file: '" + original + "')";
-      auto pos = msg.find(quoted);
-      while (pos != std::string::npos) {
-        msg.insert(pos + quoted.size(), note);
-        pos = msg.find(quoted, pos + quoted.size() + note.size());
-      }
-    }
-    throw Error(msg);
-  }
+  load_translated_tensors(vae, t.tensors, t.origin, source + " (" + dialect_name(t.dialect) + " names)");
 }
 
 VAEConfig detect_vae_config(const TensorMap& tensors, const VAEConfig& base) {
