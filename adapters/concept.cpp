@@ -5,12 +5,14 @@
 
 #include "adapters/finetune.h"
 #include "adapters/ortho.h"
+#include "adapters/sd_lora.h"
 #include "core/atomic_file.h"
 #include "core/runtime.h"
 #include "core/training_state.h"
 #include "data/folder_dataset.h"
 #include "diffusion/generate.h"
 #include "diffusion/objective.h"
+#include "diffusion/stable_diffusion.h"
 #include "eval/metrics.h"
 #include "eval/probe.h"
 
@@ -149,6 +151,10 @@ void concept_job(const ConceptConfig& c, JobContext& ctx, AdapterMethod method) 
   const bool ortho = method == AdapterMethod::OrthoLoRA;
   const torch::Device device = select_device(c.device);
   if (!std::filesystem::exists(c.base)) fail_field("base", c.base, " does not exist");
+  if (is_stable_diffusion(c.base)) {
+    if (ortho) fail_field("base", "orthogonal LoRA on a Stable Diffusion base is not supported yet; use the lora kind");
+    return sd_lora_job(c, ctx);
+  }
   DiTModelInfo info;
   DiT model = with_field("base", [&] { return load_dit_model(c.base, &info); });
   const std::string base_hash = model_hash(*model);

@@ -35,10 +35,14 @@ struct ConceptConfig {
   std::string probe = "assets/models/probe.safetensors";
   std::string output = "adapter.safetensors";
   std::string device = "auto";
+  std::string tokenizer = "assets/text/bpe_simple_vocab_16e6.txt.gz";
 
   template <class V>
   void fields(V& v) {
-    v("base", base, "base model (Atelier DiT file)", Input::Model);
+    v("base", base,
+      "base model: an Atelier DiT file, or Stable Diffusion (lora only: a LoRA on its UNet from the captioned "
+      "images of 'images', written as a kohya file)",
+      Input::Model);
     v("concept", token, "the new token's name (empty: the glyph's or the image folder's name)");
     v("images", images, "folder of the concept's images (empty: draw the Shapes glyph)", Input::ImageFolder);
     v("glyph", glyph, "Shapes concept glyph drawn when no image folder is given", Choices(shapes::glyph_names()));
@@ -57,6 +61,8 @@ struct ConceptConfig {
     v("probe", probe, "Shapes probe for identity metrics (empty: none)", Input::File);
     v("output", output, "adapter file written in the run folder", OutputFile{".safetensors"});
     v("device", device, "auto (CUDA when present), cpu, cuda or cuda:N");
+    v("tokenizer", tokenizer, "Stable Diffusion bases: CLIP BPE vocabulary (a diffusers folder's own first)",
+      Input::File);
   }
 };
 

@@ -33,13 +33,15 @@ class LayerHooks {
 
   torch::Tensor linear(torch::nn::LinearImpl& layer, const torch::Tensor& x) const;
   torch::Tensor conv2d(torch::nn::Conv2dImpl& layer, const torch::Tensor& x) const;
+  // `out` (the layer's own output for input x, however the network computed it) plus the updates
+  // attached to `layer`.
+  torch::Tensor add_updates(const torch::nn::Module& layer, torch::Tensor out, const torch::Tensor& x) const;
 
  private:
   struct Entry {
     std::shared_ptr<LayerDelta> update;
     double weight;
   };
-  torch::Tensor add_updates(const torch::nn::Module& layer, torch::Tensor out, const torch::Tensor& x) const;
   std::unordered_map<const torch::nn::Module*, std::vector<Entry>> table_;
 };
 

@@ -30,15 +30,14 @@ TrainingImages TrainingImages::from_folder(const std::string& root, int size, st
   return t;
 }
 
-torch::Tensor TrainingImages::order(std::int64_t first, std::int64_t n) const {
-  const std::int64_t size = images_.size(0);
+torch::Tensor epoch_positions(std::int64_t size, std::uint64_t seed, std::int64_t first, std::int64_t n) {
   std::vector<std::int64_t> out;
   out.reserve(static_cast<std::size_t>(n));
   torch::Tensor perm;
   for (std::int64_t i = first, epoch = -1; i < first + n; ++i) {
     if (i / size != epoch) {
       epoch = i / size;
-      Rng rng(seed_ ^ (0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(epoch + 1)));
+      Rng rng(seed ^ (0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(epoch + 1)));
       perm = torch::randperm(size, rng.generator(), torch::kLong);
     }
     out.push_back(perm[i % size].item<std::int64_t>());
@@ -48,7 +47,7 @@ torch::Tensor TrainingImages::order(std::int64_t first, std::int64_t n) const {
 
 shapes::Batch TrainingImages::batch(std::int64_t first, std::int64_t n) const {
   if (spec_) return shapes::make_batch(*spec_, 0, first, n);
-  const auto idx = order(first, n);
+  const auto idx = epoch_positions(images_.size(0), seed_, first, n);
   return {images_.index_select(0, idx), labels_.index_select(0, idx), {}};
 }
 

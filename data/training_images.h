@@ -13,6 +13,11 @@
 
 namespace atelier {
 
+// Dataset positions first .. first + n - 1 of an endless run of epochs over `size` items, each epoch a
+// permutation drawn from (seed, epoch): a function of the position alone, so a resumed run sees the same
+// batches. [n] int64.
+torch::Tensor epoch_positions(std::int64_t size, std::uint64_t seed, std::int64_t first, std::int64_t n);
+
 class TrainingImages {
  public:
   static TrainingImages from_shapes(const shapes::Spec& spec);
@@ -36,8 +41,6 @@ class TrainingImages {
   shapes::Batch folder_subset(std::int64_t n) const;
 
  private:
-  torch::Tensor order(std::int64_t first, std::int64_t n) const;
-
   std::optional<shapes::Spec> spec_;
   std::string folder_;
   torch::Tensor images_, labels_;

@@ -40,13 +40,26 @@ std::shared_ptr<nn::Module> child(nn::Module& parent, const std::string& name) {
 torch::Tensor as_input(const torch::Tensor& w, const torch::Tensor& x) {
   return w.defined() && w.scalar_type() != x.scalar_type() ? w.to(x.scalar_type()) : w;
 }
+// The hooks of the UNet whose forward runs on this thread (set by UNet2DConditionModelImpl::forward): the
+// Linear and Conv2d calls below add the updates attached to their layer (LoRA training, unmerged LoRA).
+thread_local const LayerHooks* active_hooks = nullptr;
+struct HooksScope {
+  const LayerHooks* saved;
+  explicit HooksScope(const LayerHooks* hooks) : saved(active_hooks) { active_hooks = hooks; }
+  ~HooksScope() { active_hooks = saved; }
+  HooksScope(const HooksScope&) = delete;
+  HooksScope& operator=(const HooksScope&) = delete;
+};
+
 torch::Tensor call(const nn::Linear& l, const torch::Tensor& x) {
-  return torch::linear(x, as_input(l->weight, x), as_input(l->bias, x));
+  auto out = torch::linear(x, as_input(l->weight, x), as_input(l->bias, x));
+  return active_hooks != nullptr && !active_hooks->empty() ? active_hooks->add_updates(*l, out, x) : out;
 }
 torch::Tensor call(const nn::Conv2d& c, const torch::Tensor& x) {
   const auto& o = c->options;
-  return torch::conv2d(x, as_input(c->weight, x), as_input(c->bias, x), o.stride(),
-                       std::get<torch::ExpandingArray<2>>(o.padding()), o.dilation(), o.groups());
+  auto out = torch::conv2d(x, as_input(c->weight, x), as_input(c->bias, x), o.stride(),
+                           std::get<torch::ExpandingArray<2>>(o.padding()), o.dilation(), o.groups());
+  return active_hooks != nullptr && !active_hooks->empty() ? active_hooks->add_updates(*c, out, x) : out;
 }
 torch::Tensor call(const nn::GroupNorm& g, const torch::Tensor& x) {
   const auto& o = g->options;
@@ -423,6 +436,7 @@ torch::Tensor UNet2DConditionModelImpl::time_embed(const torch::Tensor& timestep
 torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, const torch::Tensor& timestep,
                                                 const torch::Tensor& encoder_hidden_states,
                                                 const torch::Tensor& timestep_cond) {
+  const HooksScope scope(&hooks);
   const auto& c = config_;
   if (sample.dim() != 4 || sample.size(1) != c.in_channels)
     fail("UNet2DConditionModel: sample must be [N, ", c.in_channels, ", H, W], got ", sample.sizes());

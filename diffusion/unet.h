@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/layer_hooks.h"
 #include "core/tensor_map.h"
 
 namespace atelier {
@@ -204,6 +205,9 @@ class UNet2DConditionModelImpl : public torch::nn::Module {
   torch::nn::ModuleList down_blocks{nullptr}, up_blocks{nullptr};
   UNetMidBlock mid_block{nullptr};
   torch::nn::GroupNorm conv_norm_out{nullptr};
+  // Updates attached to its Linear / Conv2d layers (LoRA while it trains, or applied unmerged): every
+  // layer call of a forward adds them.
+  LayerHooks hooks;
 
  private:
   UNetConfig config_;

@@ -6,6 +6,7 @@
 #include "adapters/lora_files.h"
 #include "core/atomic_file.h"
 #include "core/safetensors.h"
+#include "data/presets.h"
 #include "diffusion/stable_diffusion.h"
 #include "studio/workspace.h"
 #include "tests/helpers.h"
@@ -208,4 +209,56 @@ TEST_CASE("Stable Diffusion single files (LDM names; .safetensors and a torch.sa
   safetensors::save(dir / "broken.safetensors", f.tensors);
   CHECK_THROWS_WITH(load_stable_diffusion(dir / "broken.safetensors", o),
                     Contains("broken.safetensors") && Contains("down_blocks.0.resnets.0.norm1.weight"));
+}
+
+TEST_CASE(
+    "lora on a Stable Diffusion base: a UNet LoRA from captioned images, written for kohya tools, resumes exactly",
+    "[sd][lora][cli]") {
+  test::TempDir dir;
+  // 6 captioned images (class sub-folders + <image>.txt captions) at the tiny model's 16 px.
+  write_shapes_folder({{"classes", {"circle", "star"}}, {"styles", {"night"}}}, 16, 6, dir / "art");
+  json job = {{"kind", "lora"},
+              {"base", fixture("tiny").string()},
+              {"images", (dir / "art").string()},
+              {"rank", 2},
+              {"alpha", 4},
+              {"steps", 8},
+              {"batch", 4},
+              {"checkpoint_every", 2},
+              {"sample_every", 1000},
+              {"sample_steps", 2},
+              {"lr", 0.2},
+              {"probe", ""},
+              {"tokenizer", vocabulary().string()}};
+  auto r = test::run_job_file(dir, job, "sd-lora");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  for (const char* f : {"adapter.safetensors", "before.png", "samples.png"}) CHECK(fs::exists(dir / "sd-lora" / f));
+  CHECK_THAT(read_file(dir / "sd-lora" / "log.jsonl"), Contains("6 captioned images"));
+
+  // The file is a kohya LoRA on the UNet's attention that fits the model and changes its samples.
+  StableDiffusionModel sd = load_stable_diffusion(fixture("tiny"), {vocabulary(), "auto"});
+  const LoRAWeights w = read_lora_file(dir / "sd-lora" / "adapter.safetensors", lora_layer_paths(*sd.model));
+  CHECK(w.dialect == LoRADialect::Kohya);
+  CHECK(w.unresolved.empty());
+  CHECK(check_lora(w, *sd.model).ok());
+  CHECK(w.layers.count("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k") == 1);
+  const TensorFile io = safetensors::load(fixture("io.safetensors"));
+  const TextToImage req = fixture_request(io);
+  merge_lora_files(*sd.model, {(dir / "sd-lora" / "adapter.safetensors").string()}, {});
+  CHECK(test::max_abs_diff(text_to_latents(sd, req), io.tensors.at("latents")) > 1e-4);
+
+  // Killed and resumed, it ends with the uninterrupted adapter; orthogonal LoRA and a folder-less job refuse.
+  job["steps"] = 60;
+  test::check_kill_and_resume(job, "adapter.safetensors");
+  json ortho = job;
+  ortho["kind"] = "ortho_lora";
+  auto bad = test::run_job_file(dir, ortho, "ortho");
+  CHECK(bad.exit_code == 1);
+  CHECK_THAT(bad.output, Contains("field 'base'") && Contains("not supported yet"));
+  json no_images = job;
+  no_images.erase("images");
+  auto bad2 = test::run_job_file(dir, no_images, "no-images");
+  CHECK(bad2.exit_code == 1);
+  CHECK_THAT(bad2.output, Contains("field 'images'"));
 }
