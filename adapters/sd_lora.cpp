@@ -142,7 +142,7 @@ void sd_lora_job(const ConceptConfig& c, JobContext& ctx) {
 
   // Finish: the adapter and the samples after training.
   write_adapter();
-  preview("samples.png", subject + ": " + std::to_string(c.train.steps) + " steps");
+  preview("after.png", subject + ": " + std::to_string(c.train.steps) + " steps");
 }
 
 }  // namespace atelier

@@ -7,7 +7,8 @@
 // caption's text embeddings (frozen encoder). A step draws a batch of positions from seeded epochs
 // (data/training_images.h), timesteps and noise from the job's Rng, and minimises the MSE of the UNet's
 // prediction (eps, or v for v-prediction models) with the LoRA attached through the UNet's hooks, so a
-// resumed run continues exactly. A grid of the first captions before and after training is written.
+// resumed run continues exactly. Grids of the first captions before and after training (before.png,
+// after.png) are written.
 #pragma once
 #include "adapters/concept.h"
 #include "core/job.h"

@@ -53,7 +53,9 @@ void register_builtin_jobs(JobRegistry& registry) {
       "full fine-tuning or LoRA, "
       "with before/after grids, adapter file and metrics",
       &finetune_job);
-  registry.add<ConceptConfig>("lora", "Teach a base DiT one concept (image folder or Shapes glyph): a new token + LoRA",
+  registry.add<ConceptConfig>("lora",
+                              "Teach a base one concept: a DiT (image folder or Shapes glyph: a new token + LoRA) "
+                              "or Stable Diffusion (captioned images: a UNet LoRA, written for kohya tools)",
                               &lora_concept_job);
   registry.add<ConceptConfig>("ortho_lora",
                               "Teach a concept with orthogonal LoRA (frozen basis columns), so concepts merge by "

@@ -233,7 +233,7 @@ TEST_CASE(
   auto r = test::run_job_file(dir, job, "sd-lora");
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
-  for (const char* f : {"adapter.safetensors", "before.png", "samples.png"}) CHECK(fs::exists(dir / "sd-lora" / f));
+  for (const char* f : {"adapter.safetensors", "before.png", "after.png"}) CHECK(fs::exists(dir / "sd-lora" / f));
   CHECK_THAT(read_file(dir / "sd-lora" / "log.jsonl"), Contains("6 captioned images"));
 
   // The file is a kohya LoRA on the UNet's attention that fits the model and changes its samples.
