@@ -151,10 +151,7 @@ void concept_job(const ConceptConfig& c, JobContext& ctx, AdapterMethod method) 
   const bool ortho = method == AdapterMethod::OrthoLoRA;
   const torch::Device device = select_device(c.device);
   if (!std::filesystem::exists(c.base)) fail_field("base", c.base, " does not exist");
-  if (is_stable_diffusion(c.base)) {
-    if (ortho) fail_field("base", "orthogonal LoRA on a Stable Diffusion base is not supported yet; use the lora kind");
-    return sd_lora_job(c, ctx);
-  }
+  if (is_stable_diffusion(c.base)) return sd_lora_job(c, ctx, ortho);
   DiTModelInfo info;
   DiT model = with_field("base", [&] { return load_dit_model(c.base, &info); });
   const std::string base_hash = model_hash(*model);

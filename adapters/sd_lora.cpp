@@ -6,6 +6,7 @@
 
 #include "adapters/lora.h"
 #include "adapters/lora_files.h"
+#include "adapters/ortho.h"
 #include "core/image.h"
 #include "core/report.h"
 #include "core/runtime.h"
@@ -52,7 +53,7 @@ EncodedFolder encode_folder(StableDiffusionModel& sd, const ConceptConfig& c, co
 
 }  // namespace
 
-void sd_lora_job(const ConceptConfig& c, JobContext& ctx) {
+void sd_lora_job(const ConceptConfig& c, JobContext& ctx, bool ortho) {
   if (c.images.empty())
     fail_field("images", "a Stable Diffusion base learns from a folder of captioned images; give one");
   const torch::Device device = select_device(c.device);
@@ -67,13 +68,15 @@ void sd_lora_job(const ConceptConfig& c, JobContext& ctx) {
   auto& unet = sd.model->unet;
   Rng init_rng(static_cast<std::uint64_t>(c.seed));
   LoRA lora = with_field("targets", [&] {
-    return LoRA::create(*unet, unet_targets(c), {c.rank, c.alpha, 0.0}, &init_rng);
+    if (!ortho) return LoRA::create(*unet, unet_targets(c), {c.rank, c.alpha, 0.0}, &init_rng);
+    const OrthoAllocation a{static_cast<std::uint64_t>(c.ortho_seed), c.ortho_slot * c.rank, c.rank};
+    return create_ortho_lora(*unet, unet_targets(c), a, c.alpha);
   });
   lora.attach(unet->hooks, *unet);
   std::vector<std::pair<std::string, torch::Tensor>> named;  // the LoRA's own factors (trained in place)
   for (std::size_t i = 0; i < lora.paths().size(); ++i) {
     const auto& l = lora.layers()[i];
-    named.emplace_back(lora.paths()[i] + ".lora_A.weight", l->down);
+    if (!ortho) named.emplace_back(lora.paths()[i] + ".lora_A.weight", l->down);  // ortho: the frozen basis
     named.emplace_back(lora.paths()[i] + ".lora_B.weight", l->up);
   }
   TensorSet trained(named, false);
@@ -81,9 +84,10 @@ void sd_lora_job(const ConceptConfig& c, JobContext& ctx) {
   auto opt = std::make_unique<torch::optim::AdamW>(trained->values, torch::optim::AdamWOptions(c.lr).weight_decay(0));
   std::int64_t numel = 0;
   for (const auto& t : trained->values) numel += t.numel();
-  ctx.report.info("Stable Diffusion LoRA '" + subject + "': " + std::to_string(numel) + " parameters on " +
-                  std::to_string(lora.paths().size()) + " UNet layers; " + std::to_string(data.captions.size()) +
-                  " captioned images at " + std::to_string(sd.info.default_size) + " px");
+  ctx.report.info(std::string(ortho ? "Stable Diffusion orthogonal LoRA '" : "Stable Diffusion LoRA '") + subject +
+                  "': " + std::to_string(numel) + " parameters on " + std::to_string(lora.paths().size()) +
+                  " UNet layers; " + std::to_string(data.captions.size()) + " captioned images at " +
+                  std::to_string(sd.info.default_size) + " px");
   Rng rng(static_cast<std::uint64_t>(c.seed) + 1);
   TrainLoop loop(ctx, c.train, {{{"train.", trained.get()}}, opt.get(), &rng});
   loop.clip(trained->values);

@@ -1,5 +1,5 @@
-// The `lora` job on a Stable Diffusion base (diffusion/stable_diffusion.h): a LoRA on the UNet trained on
-// a folder of captioned images (kohya's convention: <image>.txt beside each image; an image without one is
+// The `lora` and `ortho_lora` jobs on a Stable Diffusion base (diffusion/stable_diffusion.h): a LoRA on the UNet
+// trained on a folder of captioned images (kohya's convention: <image>.txt beside each image; an image without one is
 // captioned with the concept's name), written as a kohya file (lora_unet_*, .alpha) that sample, merge,
 // inspect and other SD tools load.
 //
@@ -15,6 +15,9 @@
 
 namespace atelier {
 
-void sd_lora_job(const ConceptConfig& config, JobContext& ctx);
+// `ortho`: orthogonal adaptation (ortho_lora): the down-projections are the concept's columns
+// (ortho_slot * rank ...) of the shared orthogonal basis of `ortho_seed`, frozen; only the ups train, so
+// concepts trained in different slots merge by summation without interfering.
+void sd_lora_job(const ConceptConfig& config, JobContext& ctx, bool ortho = false);
 
 }  // namespace atelier

@@ -248,14 +248,40 @@ TEST_CASE(
   merge_lora_files(*sd.model, {(dir / "sd-lora" / "adapter.safetensors").string()}, {});
   CHECK(test::max_abs_diff(text_to_latents(sd, req), io.tensors.at("latents")) > 1e-4);
 
-  // Killed and resumed, it ends with the uninterrupted adapter; orthogonal LoRA and a folder-less job refuse.
+  // Killed and resumed, it ends with the uninterrupted adapter; a folder-less job is refused.
   job["steps"] = 60;
   test::check_kill_and_resume(job, "adapter.safetensors");
+  // Orthogonal LoRA: two concepts in slots 0 and 1 have orthogonal down-projections (the frozen basis
+  // columns) on every layer, so they merge by summation; sample takes both.
   json ortho = job;
   ortho["kind"] = "ortho_lora";
-  auto bad = test::run_job_file(dir, ortho, "ortho");
-  CHECK(bad.exit_code == 1);
-  CHECK_THAT(bad.output, Contains("field 'base'") && Contains("not supported yet"));
+  ortho["steps"] = 4;
+  std::vector<LoRAWeights> slots;
+  for (int slot = 0; slot < 2; ++slot) {
+    ortho["ortho_slot"] = slot;
+    auto o = test::run_job_file(dir, ortho, "ortho" + std::to_string(slot));
+    INFO(o.output);
+    REQUIRE(o.exit_code == 0);
+    slots.push_back(
+        read_lora_file(dir / ("ortho" + std::to_string(slot)) / "adapter.safetensors", lora_layer_paths(*sd.model)));
+  }
+  REQUIRE(slots[0].layers.size() == slots[1].layers.size());
+  for (const auto& [layer, a] : slots[0].layers) {
+    INFO(layer);
+    const auto& b = slots[1].layers.at(layer);
+    CHECK(test::max_abs_diff(a.down.matmul(b.down.t()), torch::zeros({a.down.size(0), b.down.size(0)})) < 1e-5);
+  }
+  json both = {{"kind", "sample"},
+               {"model", fixture("tiny").string()},
+               {"prompts", {"a red circle"}},
+               {"adapters",
+                {(dir / "ortho0" / "adapter.safetensors").string(), (dir / "ortho1" / "adapter.safetensors").string()}},
+               {"per_class", 1},
+               {"steps", 2},
+               {"tokenizer", vocabulary().string()}};
+  auto merged = test::run_job_file(dir, both, "both");
+  INFO(merged.output);
+  CHECK(merged.exit_code == 0);
   json no_images = job;
   no_images.erase("images");
   auto bad2 = test::run_job_file(dir, no_images, "no-images");
