@@ -123,6 +123,29 @@ LoRALayerWeights join_qkv(const std::array<std::optional<LoRALayerWeights>, 3>& 
   return {torch::cat(downs, 0), up, static_cast<double>(rank)};
 }
 
+// PEFT's LoraConfig of `layers` (paths as the config names them): one r and lora_alpha (the first
+// layer's), layers that differ in rank_pattern / alpha_pattern.
+json peft_config(const std::vector<std::pair<std::string, const LoRALayerWeights*>>& layers) {
+  const LoRALayerWeights& first = *layers.front().second;
+  const auto r = first.down.size(0);
+  json config = {{"peft_type", "LORA"},
+                 {"r", r},
+                 {"lora_alpha", first.alpha},
+                 {"use_rslora", false},
+                 {"lora_dropout", 0.0},
+                 {"bias", "none"},
+                 {"fan_in_fan_out", false},
+                 {"target_modules", json::array()},
+                 {"rank_pattern", json::object()},
+                 {"alpha_pattern", json::object()}};
+  for (const auto& [layer, w] : layers) {
+    config["target_modules"].push_back(layer);
+    if (w->down.size(0) != r) config["rank_pattern"][layer] = w->down.size(0);
+    if (w->alpha != first.alpha) config["alpha_pattern"][layer] = w->alpha;
+  }
+  return config;
+}
+
 // The layers under their diffusers DiT names; attn.qkv splits into to_q / to_k / to_v with the same down
 // and up's row blocks (exact). Layers diffusers lacks keep their names.
 LoRAWeights with_diffusers_names(const LoRAWeights& lora) {
@@ -286,26 +309,30 @@ void write_lora_file(const std::filesystem::path& path, const LoRAWeights& lora,
     return;
   }
   if (dialect == LoRADialect::PEFT) {
-    // One r and lora_alpha for the file; layers that differ go into rank_pattern / alpha_pattern.
-    const auto& first = lora.layers.begin()->second;
-    const auto r = first.down.size(0);
-    json config = {{"peft_type", "LORA"},
-                   {"r", r},
-                   {"lora_alpha", first.alpha},
-                   {"use_rslora", false},
-                   {"lora_dropout", 0.0},
-                   {"bias", "none"},
-                   {"fan_in_fan_out", false},
-                   {"target_modules", json::array()},
-                   {"rank_pattern", json::object()},
-                   {"alpha_pattern", json::object()}};
-    for (const auto& [layer, w] : lora.layers) {
-      config["target_modules"].push_back(layer);
-      if (w.down.size(0) != r) config["rank_pattern"][layer] = w.down.size(0);
-      if (w.alpha != first.alpha) config["alpha_pattern"][layer] = w.alpha;
+    // A model of parts (Stable Diffusion: unet., text_encoder.): diffusers' format, the names as they are
+    // and each part's config in the file's "lora_adapter_metadata" ("unet.r", "unet.lora_alpha", ...).
+    std::map<std::string, std::vector<std::pair<std::string, const LoRALayerWeights*>>> parts;
+    for (const auto& [layer, w] : lora.layers)
+      for (const auto& [part, prefix] : kKohyaParts)
+        if (layer.rfind(part, 0) == 0) parts[part].emplace_back(layer.substr(std::strlen(part)), &w);
+    if (!parts.empty()) {
+      TensorMap named;
+      for (const auto& [layer, w] : lora.layers) {
+        named[layer + k.down] = w.down.contiguous();
+        named[layer + k.up] = w.up.contiguous();
+      }
+      json meta = json::object();
+      for (const auto& [part, layers] : parts) {
+        const json config = peft_config(layers);
+        for (auto it = config.begin(); it != config.end(); ++it) meta[part + it.key()] = it.value();
+      }
+      safetensors::save(path, named, {{"lora_adapter_metadata", meta.dump()}, {"format", "pt"}});
+      return;
     }
+    std::vector<std::pair<std::string, const LoRALayerWeights*>> layers;
+    for (const auto& [layer, w] : lora.layers) layers.emplace_back(layer, &w);
     safetensors::save(path, out);
-    write_file_atomic(path.parent_path() / "adapter_config.json", config.dump(2) + "\n");
+    write_file_atomic(path.parent_path() / "adapter_config.json", peft_config(layers).dump(2) + "\n");
     return;
   }
   safetensors::save(path, out, {{"ss_network_module", "networks.lora"}});

@@ -31,6 +31,15 @@ std::size_t fold_to_file(const fs::path& base, const std::vector<std::string>& a
 LoRAConversion convert_lora_file(const fs::path& in, const fs::path& out, const std::string& dialect,
                                  const fs::path& base, const std::string& names) {
   const LoRADialect to = lora_dialect_by_name(dialect);
+  if (is_stable_diffusion(base)) {  // no Atelier base hash: kohya <-> diffusers/PEFT, checked layer by layer
+    if (to == LoRADialect::Atelier)
+      fail("Atelier adapter files belong to Atelier DiT bases: convert a Stable Diffusion LoRA to peft or kohya");
+    StableDiffusion sd = load_stable_diffusion(base, {}).model;
+    LoRAWeights lora = read_lora_file(in, lora_layer_paths(*sd));
+    to_lora(lora, *sd, in.string());  // refuses files that do not fit the base
+    write_lora_file(out, lora, to);
+    return {lora_dialect_name(lora.dialect), "model", lora.layers.size()};
+  }
   if (!names.empty() && names != "model" && names != "diffusers")
     fail("layer names '", names, "' are not one of: model, diffusers");
   if (names == "diffusers" && to == LoRADialect::Atelier)

@@ -246,7 +246,24 @@ TEST_CASE(
   const TensorFile io = safetensors::load(fixture("io.safetensors"));
   const TextToImage req = fixture_request(io);
   merge_lora_files(*sd.model, {(dir / "sd-lora" / "adapter.safetensors").string()}, {});
-  CHECK(test::max_abs_diff(text_to_latents(sd, req), io.tensors.at("latents")) > 1e-4);
+  const auto with_kohya = text_to_latents(sd, req);
+  CHECK(test::max_abs_diff(with_kohya, io.tensors.at("latents")) > 1e-4);
+
+  // Converted to diffusers' format (unet.* names, scales in lora_adapter_metadata), it gives the same model;
+  // an Atelier adapter file needs an Atelier base.
+  const std::string convert = "convert-lora " + (dir / "sd-lora" / "adapter.safetensors").string() + " ";
+  auto conv =
+      test::run_cli(convert + (dir / "peft.safetensors").string() + " --to peft --base " + fixture("tiny").string());
+  INFO(conv.output);
+  REQUIRE(conv.exit_code == 0);
+  CHECK(safetensors::load(dir / "peft.safetensors").metadata.count("lora_adapter_metadata") == 1);
+  StableDiffusionModel again = load_stable_diffusion(fixture("tiny"), {vocabulary(), "auto"});
+  merge_lora_files(*again.model, {(dir / "peft.safetensors").string()}, {});
+  CHECK(test::max_abs_diff(text_to_latents(again, req), with_kohya) < 1e-5);
+  auto to_atelier =
+      test::run_cli(convert + (dir / "a.safetensors").string() + " --to atelier --base " + fixture("tiny").string());
+  CHECK(to_atelier.exit_code == 1);
+  CHECK_THAT(to_atelier.output, Contains("convert a Stable Diffusion LoRA to peft or kohya"));
 
   // Killed and resumed, it ends with the uninterrupted adapter; a folder-less job is refused.
   job["steps"] = 60;
