@@ -5,7 +5,7 @@
 
 #include "adapters/finetune.h"
 #include "adapters/ortho.h"
-#include "adapters/sd_lora.h"
+#include "adapters/sd_tuning.h"
 #include "core/atomic_file.h"
 #include "core/runtime.h"
 #include "core/training_state.h"

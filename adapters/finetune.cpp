@@ -9,12 +9,14 @@
 
 #include "adapters/lora_files.h"
 #include "adapters/ortho.h"
+#include "adapters/sd_tuning.h"
 #include "core/atomic_file.h"
 #include "core/report.h"
 #include "core/runtime.h"
 #include "data/training_images.h"
 #include "diffusion/generate.h"
 #include "diffusion/objective.h"
+#include "diffusion/stable_diffusion.h"
 #include "diffusion/train_base.h"
 #include "eval/class_metrics.h"
 #include "eval/metrics.h"
@@ -230,6 +232,7 @@ DiT load_adapted_model(const std::string& base, const std::vector<std::string>& 
 }
 
 void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
+  if (!is_preset(c.base) && is_stable_diffusion(c.base)) return sd_difffit_job(c, ctx);
   // Config -> build: the base pointed at the target domain, the method's trainable tensors.
   const torch::Device device = select_device(c.device);
   if (c.fold && c.output == "model.safetensors")

@@ -37,10 +37,14 @@ struct FineTuneConfig {
   bool fold = false;
   bool dry_run = false;
   std::string device = "auto";
+  std::string tokenizer = "assets/text/bpe_simple_vocab_16e6.txt.gz";
 
   template <class V>
   void fields(V& v) {
-    v("base", base, "base model: an Atelier DiT file, or a preset name (random weights; dry_run only)", Input::Model);
+    v("base", base,
+      "base model: an Atelier DiT file, a preset name (random weights; dry_run only), or Stable Diffusion (difffit or "
+      "bitfit of its UNet from the captioned images of 'images')",
+      Input::Model);
     v("images", images,
       "folder of target images: one sub-folder per class (a flat folder is one class named after it), the Shapes "
       "fields (classes, glyphs, styles, ...) then ignored; empty: the Shapes target below",
@@ -65,6 +69,8 @@ struct FineTuneConfig {
     v("fold", fold, "also write model.safetensors: the base with the adapter folded in");
     v("dry_run", dry_run, "report the trainable parameters and stop");
     v("device", device, "auto (CUDA when present), cpu, cuda or cuda:N");
+    v("tokenizer", tokenizer, "Stable Diffusion bases: CLIP BPE vocabulary (a diffusers folder's own first)",
+      Input::File);
   }
 };
 

@@ -276,11 +276,25 @@ UNetTransformerBlockImpl::UNetTransformerBlockImpl(std::int64_t dim, std::int64_
   net->push_back(ff_out);
 }
 
+torch::Tensor UNetTransformerBlockImpl::add_gamma(const std::string& branch) {
+  torch::Tensor* gamma = branch == "attn1"   ? &gamma_attn1
+                         : branch == "attn2" ? &gamma_attn2
+                         : branch == "ff"    ? &gamma_ff
+                                             : nullptr;
+  if (gamma == nullptr) fail("no residual branch '", branch, "' in a UNet transformer block (attn1, attn2, ff)");
+  if (!gamma->defined())
+    *gamma = register_parameter("gamma_" + branch, torch::ones({norm1->weight.size(0)}, norm1->weight.options()));
+  return *gamma;
+}
+
 torch::Tensor UNetTransformerBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
-  auto h = x + attn1->forward(call(norm1, x));
-  h = h + attn2->forward(call(norm2, h), context);
+  auto scaled = [&](const torch::Tensor& gamma, torch::Tensor branch) {
+    return gamma.defined() ? branch * as_input(gamma, branch) : branch;
+  };
+  auto h = x + scaled(gamma_attn1, attn1->forward(call(norm1, x)));
+  h = h + scaled(gamma_attn2, attn2->forward(call(norm2, h), context));
   auto parts = call(ff_in, call(norm3, h)).chunk(2, -1);  // GEGLU: value, gate [N, T, 4D]
-  return h + call(ff_out, parts[0] * torch::gelu(parts[1]));
+  return h + scaled(gamma_ff, call(ff_out, parts[0] * torch::gelu(parts[1])));
 }
 
 UNetSpatialTransformerImpl::UNetSpatialTransformerImpl(std::int64_t channels, const UNetConfig& c, std::int64_t heads) {

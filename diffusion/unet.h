@@ -120,14 +120,20 @@ TORCH_MODULE(UNetAttention);
 
 // BasicTransformerBlock: x += attn1(norm1(x)); x += attn2(norm2(x), context); x += ff(norm3(x)), with
 // ff = Linear(4D -> D)(GEGLU(x)) as ff.net.0.proj [8D, D] and ff.net.2 [D, 4D].
+//
+// DiffFit scales: add_gamma("attn1" | "attn2" | "ff") registers a per-channel scale gamma_<branch> [D] (ones)
+// on that residual branch, x += gamma * branch(x); not part of a diffusers state dict (added for training).
 class UNetTransformerBlockImpl : public torch::nn::Module {
  public:
   UNetTransformerBlockImpl(std::int64_t dim, std::int64_t context_dim, std::int64_t heads);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context);  // [N, T, D]
+  // Registers gamma_<branch> (ones on the block's device) and returns it; Error for another branch name.
+  torch::Tensor add_gamma(const std::string& branch);
 
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
   UNetAttention attn1{nullptr}, attn2{nullptr};
   torch::nn::Linear ff_in{nullptr}, ff_out{nullptr};  // ff.net.0.proj, ff.net.2
+  torch::Tensor gamma_attn1, gamma_attn2, gamma_ff;   // undefined unless added
 };
 TORCH_MODULE(UNetTransformerBlock);
 

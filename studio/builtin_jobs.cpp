@@ -1,6 +1,7 @@
 #include "adapters/concept.h"
 #include "adapters/finetune.h"
 #include "adapters/lora_files.h"
+#include "adapters/sd_tuning.h"
 #include "diffusion/generate.h"
 #include "diffusion/stable_diffusion.h"
 #include "diffusion/train_base.h"
@@ -44,14 +45,14 @@ void register_builtin_jobs(JobRegistry& registry) {
                   "field 'model'");
             },
             [](StableDiffusionModel& sd, const SampleConfig& s) {
-              merge_lora_files(*sd.model, s.adapters, s.adapter_weights);
+              apply_sd_adapters(sd, s.adapters, s.adapter_weights);
             });
       });
   registry.add<FineTuneConfig>(
       "difffit",
-      "Adapt a DiT to a target domain (a Shapes domain or a folder of images): DiffFit, BitFit, "
-      "full fine-tuning or LoRA, "
-      "with before/after grids, adapter file and metrics",
+      "Adapt a DiT to a target domain (a Shapes domain or a folder of images): DiffFit, BitFit, full fine-tuning or "
+      "LoRA, with before/after grids, adapter file and metrics; or a Stable Diffusion UNet to captioned images "
+      "(DiffFit, BitFit)",
       &finetune_job);
   registry.add<ConceptConfig>("lora",
                               "Teach a base one concept: a DiT (image folder or Shapes glyph: a new token + LoRA) "

@@ -51,6 +51,12 @@ double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
 }
 
+double relative_diff(const torch::Tensor& out, const torch::Tensor& ref) {
+  const double d = max_abs_diff(out, ref) / std::max(1.0, ref.abs().max().item<double>());
+  UNSCOPED_INFO("relative max abs diff " << d);
+  return d;
+}
+
 CommandResult run_job_file(const TempDir& dir, const nlohmann::json& job, const std::string& name) {
   const auto path = dir / (name + ".json");
   write_file_atomic(path, job.dump());

@@ -51,5 +51,7 @@ nlohmann::json tiny_finetune_job(const std::filesystem::path& base, const std::s
 
 std::filesystem::path source_path(const std::string& relative);
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b);
+// The parity tests' measure: max |out - ref| / max(1, max |ref|), reported with the test's messages.
+double relative_diff(const torch::Tensor& out, const torch::Tensor& ref);
 
 }  // namespace atelier::test

@@ -36,9 +36,6 @@ json read_json(const std::filesystem::path& path) {
 }
 
 // Max abs difference relative to the reference's scale (at least 1).
-double rel_diff(const torch::Tensor& out, const torch::Tensor& ref) {
-  return max_abs_diff(out, ref) / std::max(1.0, ref.abs().max().item<double>());
-}
 
 const TensorMap& io() {
   static const TensorMap tensors = safetensors::load(fixture("io.safetensors")).tensors;
@@ -163,9 +160,9 @@ TEST_CASE("CLIP text encoder matches transformers CLIPTextModel", "[clip_text]")
     const auto& ids = io().at("ids_" + name);
     const ClipTextOutput out = model->encode(ids);
     CHECK(out.hidden.sizes() == io().at("last_" + name).sizes());
-    CHECK(rel_diff(out.hidden, io().at("last_" + name)) <= 1e-5);
-    CHECK(rel_diff(out.pooled, io().at("pooled_" + name)) <= 1e-5);
-    CHECK(rel_diff(model->forward(ids, 1), io().at("skip1_" + name)) <= 1e-5);
+    CHECK(test::relative_diff(out.hidden, io().at("last_" + name)) <= 1e-5);
+    CHECK(test::relative_diff(out.pooled, io().at("pooled_" + name)) <= 1e-5);
+    CHECK(test::relative_diff(model->forward(ids, 1), io().at("skip1_" + name)) <= 1e-5);
     CHECK(torch::equal(model->forward(ids), out.hidden));
   }
   ClipTextModel a = tiny_model("a", weights("a"), "model_a");
@@ -224,7 +221,7 @@ TEST_CASE("CLIP text encoder loads LDM, OpenCLIP and transformers 5 names to the
   safetensors::save(dir / "model.safetensors", weights("b"));
   ClipTextModel loaded = load_clip_text(dir / "model.safetensors");
   CHECK(loaded->config().num_attention_heads == 4);
-  CHECK(rel_diff(loaded->encode(ids_b).pooled, io().at("pooled_b")) <= 1e-5);
+  CHECK(test::relative_diff(loaded->encode(ids_b).pooled, io().at("pooled_b")) <= 1e-5);
 }
 
 TEST_CASE("CLIP text encoder loading fails with every problem named", "[clip_text]") {

@@ -44,12 +44,7 @@ DiTFixture load_io() {
   return f;
 }
 
-// Max abs difference relative to max(1, max |ref|).
-double rel_diff(const torch::Tensor& out, const torch::Tensor& ref) {
-  const double d = max_abs_diff(out, ref) / std::max(1.0, ref.abs().max().item<double>());
-  UNSCOPED_INFO("relative max abs diff " << d);
-  return d;
-}
+using atelier::test::relative_diff;
 
 torch::Tensor run(DiT& model, const DiTFixture& f) {
   torch::NoGradGuard no_grad;
@@ -163,7 +158,7 @@ TEST_CASE("DiT matches diffusers' DiTTransformer2DModel", "[dit]") {
   DiT model(f.config);
   load_module_tensors(*model, official, "", "diffusers fixture");
   CHECK(model->y_table->weight.size(0) == f.config.num_classes + 1);
-  CHECK(rel_diff(run(model, f), f.sample) <= 1e-5);
+  CHECK(relative_diff(run(model, f), f.sample) <= 1e-5);
 
   SECTION("the timestep frequency shift matters") {
     DiTConfig c = f.config;
@@ -188,7 +183,7 @@ TEST_CASE("DiT matches diffusers' DiTTransformer2DModel", "[dit]") {
     CHECK(info.prefix.empty());
     CHECK(info.warnings.empty());
     CHECK(to_json(info.config) == to_json(f.config));
-    CHECK(rel_diff(run(loaded, f), f.sample) <= 1e-5);
+    CHECK(relative_diff(run(loaded, f), f.sample) <= 1e-5);
 
     TempDir dir("atelier-dit");
     std::filesystem::copy_file(fixture("weights_diffusers.safetensors"), dir / "diffusion_pytorch_model.safetensors");
@@ -196,7 +191,7 @@ TEST_CASE("DiT matches diffusers' DiTTransformer2DModel", "[dit]") {
         "num_attention_heads": 2, "attention_head_dim": 8, "num_embeds_ada_norm": 10})";
     DiT from_dir = load_dit(dir / "diffusion_pytorch_model.safetensors", {}, &info);
     CHECK(to_json(info.config) == to_json(f.config));
-    CHECK(rel_diff(run(from_dir, f), f.sample) <= 1e-5);
+    CHECK(relative_diff(run(from_dir, f), f.sample) <= 1e-5);
   }
   SECTION("differing per-block embedder copies: block 0's is used, with a warning") {
     TensorMap edited = diffusers;
@@ -225,7 +220,7 @@ TEST_CASE("official DiT .pt checkpoints load and match the official model", "[di
   CHECK(info.dialect == DiTKeyDialect::Official);
   CHECK(info.prefix.empty());
   CHECK(to_json(info.config) == to_json(expected));
-  CHECK(rel_diff(run(model, f), ref) <= 1e-5);
+  CHECK(relative_diff(run(model, f), ref) <= 1e-5);
 
   // Same weights as the diffusers file through the C++ table (pos_embed: float32 sincos of either side).
   const TensorMap translated =

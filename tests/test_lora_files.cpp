@@ -175,13 +175,8 @@ TEST_CASE("A PEFT and a kohya LoRA on a diffusers DiT (diffusers layer names) sa
     model->eval();
     return model->forward(latents, t, labels);
   };
-  // Relative to max(1, max |ref|), as the DiT parity tests; diffusers' norm3 eps (1e-5 vs 1e-6) is the
-  // only architectural difference.
-  auto rel = [](const torch::Tensor& out, const torch::Tensor& ref) {
-    const double d = test::max_abs_diff(out, ref) / std::max(1.0, ref.abs().max().item<double>());
-    UNSCOPED_INFO("relative max abs diff " << d);
-    return d;
-  };
+  // diffusers' norm3 eps (1e-5 vs 1e-6) is the only architectural difference.
+  const auto rel = test::relative_diff;
   DiTModelInfo info;
   DiT plain = load_generator_model(base, &info);
   CHECK(rel(run(plain), io.at("sample_base")) <= 1e-5);

@@ -3,7 +3,9 @@
 // the `sample` job draws prompts as a grid, with its errors.
 #include <catch2/catch.hpp>
 
+#include "adapters/adapter_file.h"
 #include "adapters/lora_files.h"
+#include "adapters/sd_tuning.h"
 #include "core/atomic_file.h"
 #include "core/safetensors.h"
 #include "data/presets.h"
@@ -22,11 +24,6 @@ fs::path fixture(const std::string& name) {
 }
 fs::path vocabulary() {
   return test::source_path("assets/text/bpe_simple_vocab_16e6.txt.gz");
-}
-double rel_diff(const torch::Tensor& out, const torch::Tensor& ref) {
-  const double d = test::max_abs_diff(out, ref) / std::max(1.0, ref.abs().max().item<double>());
-  UNSCOPED_INFO("relative max abs diff " << d);
-  return d;
 }
 
 // The request the fixture's diffusers loop ran: prompts, negative prompt, DDIM steps, guidance, seed.
@@ -63,9 +60,9 @@ TEST_CASE("Stable Diffusion: a diffusers folder reproduces diffusers' DDIM text-
   r.seed = request["seed"].get<std::uint64_t>();
   const auto latents = text_to_latents(sd, r);
   CHECK(latents.sizes() == io.tensors.at("latents").sizes());
-  CHECK(rel_diff(latents, io.tensors.at("latents")) <= 1e-5);
+  CHECK(test::relative_diff(latents, io.tensors.at("latents")) <= 1e-5);
   const auto images = text_to_image(sd, r);
-  CHECK(rel_diff(images, io.tensors.at("images")) <= 1e-5);
+  CHECK(test::relative_diff(images, io.tensors.at("images")) <= 1e-5);
 
   // Another seed, and no guidance, give other latents (the check above is not vacuous).
   r.seed += 1;
@@ -148,7 +145,7 @@ TEST_CASE("Stable Diffusion LoRAs: diffusers' PEFT file (conv LoRA, metadata sca
     }
     merge_lora_files(*sd.model, {fixture(file).string()}, {});
     const auto latents = text_to_latents(sd, r);
-    CHECK(rel_diff(latents, io.tensors.at(key)) <= 1e-5);
+    CHECK(test::relative_diff(latents, io.tensors.at(key)) <= 1e-5);
     CHECK(test::max_abs_diff(latents, base) > 1e-2);  // the LoRA changes the result
   }
 
@@ -192,10 +189,10 @@ TEST_CASE("Stable Diffusion single files (LDM names; .safetensors and a torch.sa
     StableDiffusionModel sd = load_stable_diffusion(fixture(file), o);
     CHECK(sd.info.format == "single file (LDM names)");
     CHECK(sd.info.unet_file_dtype == torch::kHalf);
-    CHECK(rel_diff(text_to_latents(sd, r), io.tensors.at("latents")) <= 1e-5);
+    CHECK(test::relative_diff(text_to_latents(sd, r), io.tensors.at("latents")) <= 1e-5);
     keep_file_dtype(sd);  // the UNet stored in float16 computes the same (its values are float16 already)
     CHECK(sd.model->unet->conv_in->weight.scalar_type() == torch::kHalf);
-    CHECK(rel_diff(text_to_latents(sd, r), io.tensors.at("latents")) <= 1e-5);
+    CHECK(test::relative_diff(text_to_latents(sd, r), io.tensors.at("latents")) <= 1e-5);
   }
   CHECK_FALSE(is_stable_diffusion(test::source_path("assets/models/dit_shapes.safetensors")));
   CHECK(read_model_file_info(fixture("tiny_ldm.safetensors")).kind == "stable diffusion");  // the Models list
@@ -304,4 +301,99 @@ TEST_CASE(
   auto bad2 = test::run_job_file(dir, no_images, "no-images");
   CHECK(bad2.exit_code == 1);
   CHECK_THAT(bad2.output, Contains("field 'images'"));
+}
+
+TEST_CASE(
+    "difffit on a Stable Diffusion base: the UNet's biases and gammas from captioned images, applied back exactly, "
+    "resumes exactly",
+    "[sd][difffit][cli]") {
+  test::TempDir dir;
+  write_shapes_folder({{"classes", {"circle", "star"}}, {"styles", {"night"}}}, 16, 6, dir / "art");
+  json job = {{"kind", "difffit"},
+              {"base", fixture("tiny").string()},
+              {"images", (dir / "art").string()},
+              {"gamma_blocks", "all"},
+              {"steps", 8},
+              {"batch", 4},
+              {"checkpoint_every", 2},
+              {"sample_every", 1000},
+              {"sample_steps", 2},
+              {"lr", 0.01},
+              {"ema_decay", 0.5},
+              {"probe", ""},
+              {"tokenizer", vocabulary().string()}};
+  auto r = test::run_job_file(dir, job, "sd-difffit");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  const fs::path file = dir / "sd-difffit" / "adapter.safetensors";
+  for (const char* f : {"adapter.safetensors", "before.png", "after.png"}) CHECK(fs::exists(dir / "sd-difffit" / f));
+  CHECK_THAT(read_file(dir / "sd-difffit" / "log.jsonl"), Contains("difffit on the Stable Diffusion UNet"));
+
+  // The adapter holds every UNet bias and a gamma per branch of every transformer block, trained.
+  const AdapterFile a = load_adapter(file);
+  CHECK(a.info.method == AdapterMethod::DiffFit);
+  const std::string block = "unet.down_blocks.0.attentions.0.transformer_blocks.0.";
+  for (const std::string branch : {"attn1", "attn2", "ff"}) {
+    INFO(branch);
+    REQUIRE(a.tensors.count(block + "gamma_" + branch) == 1);
+    CHECK(test::max_abs_diff(a.tensors.at(block + "gamma_" + branch), torch::ones({1})) > 1e-4);
+  }
+  REQUIRE(a.tensors.count("unet.conv_in.bias") == 1);
+  CHECK(a.tensors.count("unet.conv_in.weight") == 0);
+
+  // Applied to the base, the gammas fold into to_out.0 / ff.net.2 exactly: the folded UNet equals the
+  // training-time form (gammas as scales on the branches, trained biases); weight 0 leaves the base.
+  StableDiffusionModel trained = load_stable_diffusion(fixture("tiny"), {vocabulary(), "auto"});
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& item : trained.model->unet->named_modules())
+      if (auto* b = dynamic_cast<UNetTransformerBlockImpl*>(item.value().get()))
+        for (const char* branch : {"attn1", "attn2", "ff"}) b->add_gamma(branch);
+    auto params = trained.model->named_parameters();
+    for (const auto& [name, t] : a.tensors) params[name].copy_(t);
+  }
+  StableDiffusionModel folded = load_stable_diffusion(fixture("tiny"), {vocabulary(), "auto"});
+  apply_sd_adapters(folded, {file.string()}, {});
+  StableDiffusionModel zero = load_stable_diffusion(fixture("tiny"), {vocabulary(), "auto"});
+  apply_sd_adapters(zero, {file.string()}, {0.0});
+  StableDiffusionModel base = load_stable_diffusion(fixture("tiny"), {vocabulary(), "auto"});
+  torch::manual_seed(3);
+  const auto x = torch::randn({2, 4, 8, 8}), t = torch::tensor({10.0f, 700.0f});
+  const auto context = torch::randn({2, 77, folded.model->unet->config().cross_attention_dim});
+  torch::NoGradGuard no_grad;
+  const auto reference = trained.model->unet->forward(x, t, context);
+  CHECK(test::relative_diff(folded.model->unet->forward(x, t, context), reference) < 1e-5);
+  CHECK(test::max_abs_diff(base.model->unet->forward(x, t, context), reference) > 1e-4);
+  CHECK(test::max_abs_diff(zero.model->unet->forward(x, t, context), base.model->unet->forward(x, t, context)) < 1e-6);
+
+  // `sample` takes it; a base with another UNet refuses it, naming the file; lora is the lora job's.
+  json sample = {{"kind", "sample"},
+                 {"model", fixture("tiny").string()},
+                 {"prompts", {"a circle"}},
+                 {"adapters", {file.string()}},
+                 {"per_class", 1},
+                 {"steps", 2},
+                 {"tokenizer", vocabulary().string()}};
+  auto s = test::run_job_file(dir, sample, "sample");
+  INFO(s.output);
+  CHECK(s.exit_code == 0);
+  fs::copy(fixture("tiny"), dir / "other", fs::copy_options::recursive);
+  const fs::path unet_file = dir / "other" / "unet" / "diffusion_pytorch_model.safetensors";
+  TensorFile weights = safetensors::load(unet_file);
+  weights.tensors.at("conv_in.bias").add_(1.0);
+  fs::permissions(unet_file, fs::perms::owner_write, fs::perm_options::add);
+  safetensors::save(unet_file, weights.tensors, weights.metadata);
+  sample["model"] = (dir / "other").string();
+  auto other = test::run_job_file(dir, sample, "other-sample");
+  CHECK(other.exit_code == 1);
+  CHECK_THAT(other.output, Contains("adapter.safetensors") && Contains("trained on another UNet"));
+  json lora = job;
+  lora["method"] = "lora";
+  auto bad = test::run_job_file(dir, lora, "sd-lora-method");
+  CHECK(bad.exit_code == 1);
+  CHECK_THAT(bad.output, Contains("field 'method'") && Contains("lora job kind"));
+
+  // Killed and resumed, it ends with the uninterrupted adapter.
+  job["steps"] = 60;
+  test::check_kill_and_resume(job, "adapter.safetensors");
 }

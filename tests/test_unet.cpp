@@ -30,9 +30,6 @@ TensorMap load_io(const std::string& model) {
 }
 
 // Max abs difference relative to the reference's scale (at least 1).
-double rel_diff(const torch::Tensor& out, const torch::Tensor& ref) {
-  return max_abs_diff(out, ref) / std::max(1.0, ref.abs().max().item<double>());
-}
 
 torch::Tensor run(UNet2DConditionModelImpl& unet, const TensorMap& io, const torch::Tensor& t) {
   auto cond = io.count("timestep_cond") ? io.at("timestep_cond") : torch::Tensor();
@@ -71,7 +68,7 @@ TEST_CASE("UNet matches diffusers UNet2DConditionModel (SD1- and SD2-style confi
     const TensorMap io = load_io(model);
     auto out = run(*unet, io, io.at("timestep"));
     REQUIRE(out.sizes() == io.at("out").sizes());
-    const double diff = rel_diff(out, io.at("out"));
+    const double diff = test::relative_diff(out, io.at("out"));
     INFO("relative max abs diff " << diff);
     CHECK(diff <= 1e-5);
 
@@ -80,7 +77,7 @@ TEST_CASE("UNet matches diffusers UNet2DConditionModel (SD1- and SD2-style confi
     unet->to(torch::kHalf);
     auto from_fp16 = run(*unet, io, io.at("timestep"));
     CHECK(from_fp16.scalar_type() == torch::kFloat);
-    CHECK(rel_diff(from_fp16, out) <= 1e-6);
+    CHECK(test::relative_diff(from_fp16, out) <= 1e-6);
   }
 }
 
@@ -93,7 +90,7 @@ TEST_CASE("UNet loads LDM single-file names to the same output", "[unet]") {
   CHECK_THAT(info.config_source, Catch::Contains("detected from shapes"));
   const UNetConfig expected = unet_config_from_diffusers(load_json_file(fixture("sd1/config.json")), "sd1");
   CHECK(to_json(info.config) == to_json(expected));
-  CHECK(rel_diff(run(*unet, io, io.at("timestep")), io.at("out")) <= 1e-5);
+  CHECK(test::relative_diff(run(*unet, io, io.at("timestep")), io.at("out")) <= 1e-5);
 
   // The key table alone: every LDM tensor lands on its diffusers name, bit for bit.
   UNetKeyDialect d{};
@@ -121,7 +118,7 @@ TEST_CASE("UNet loads LDM single-file names to the same output", "[unet]") {
   UNet2DConditionModel from_ckpt(expected);
   load_unet_state(*from_ckpt, ckpt, "sd.ckpt");
   from_ckpt->eval();
-  CHECK(rel_diff(run(*from_ckpt, io, io.at("timestep")), io.at("out")) <= 1e-5);
+  CHECK(test::relative_diff(run(*from_ckpt, io, io.at("timestep")), io.at("out")) <= 1e-5);
 }
 
 TEST_CASE("UNet timesteps: integer or float, per sample or one for the batch", "[unet]") {
@@ -130,7 +127,7 @@ TEST_CASE("UNet timesteps: integer or float, per sample or one for the batch", "
   UNet2DConditionModel unet = load_unet(fixture("sd1/diffusion_pytorch_model.safetensors"));
   const auto& t = io.at("timestep");  // whole numbers
   // Equal up to the run-to-run rounding differences of the CPU kernels.
-  auto same = [](const torch::Tensor& a, const torch::Tensor& b) { return rel_diff(a, b) <= 1e-6; };
+  auto same = [](const torch::Tensor& a, const torch::Tensor& b) { return test::relative_diff(a, b) <= 1e-6; };
   auto ref = run(*unet, io, t);
   CHECK(same(run(*unet, io, t.to(torch::kLong)), ref));
   CHECK(same(run(*unet, io, t.to(torch::kInt)), ref));
@@ -140,7 +137,7 @@ TEST_CASE("UNet timesteps: integer or float, per sample or one for the batch", "
   auto per_sample = run(*unet, io, torch::full({2}, 981, torch::kLong));
   CHECK(same(run(*unet, io, torch::scalar_tensor(981, torch::kLong)), per_sample));
   CHECK(same(run(*unet, io, torch::full({1}, 981.0)), per_sample));
-  CHECK(rel_diff(per_sample[1], io.at("out")[1]) <= 1e-5);
+  CHECK(test::relative_diff(per_sample[1], io.at("out")[1]) <= 1e-5);
   CHECK(max_abs_diff(per_sample[0], ref[0]) > 1e-3);  // the timestep matters
 
   CHECK_THROWS_WITH(run(*unet, io, torch::zeros({3})), Catch::Contains("timesteps for a batch of 2"));
