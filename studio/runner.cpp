@@ -18,6 +18,39 @@ std::string dump_text(const json& j) {
   return json_text(j, 2) + "\n";
 }
 
+// The job document with the request's overrides applied (before the kind is read: --set kind=... picks
+// another); `overridden` receives the keys they set.
+json overridden_job(const RunRequest& request, std::vector<std::string>& overridden) {
+  if (!request.job.is_object()) fail("a job must be a JSON object");
+  json job = request.job;
+  for (const auto& o : request.overrides) {
+    apply_override(job, o);
+    overridden.push_back(o.substr(0, o.find('=')));
+  }
+  return job;
+}
+
+const JobKind& kind_of(const JobRegistry& registry, const json& job) {
+  auto kind_it = job.find("kind");
+  if (kind_it == job.end()) fail("missing key 'kind'");
+  if (!kind_it->is_string()) fail("key 'kind' must be a string");
+  return registry.get(kind_it->get<std::string>());
+}
+
+// The run of `job` (overrides applied) as a job of `kind`: its effective config ("kind" and every field,
+// input paths resolved so shipped models are found wherever Atelier is installed) and its run folder.
+PreparedRun configured(const JobKind& kind, const json& job, const RunRequest& request) {
+  PreparedRun p;
+  p.kind = &kind;
+  p.run_dir = request.run_dir.empty() ? JobRunner::default_run_dir(request) : request.run_dir;
+  p.resume = request.resume;
+  json effective = kind.normalize(job);
+  resolve_input_paths(kind.fields, effective);
+  p.effective = json{{"kind", kind.name}};
+  p.effective.update(effective);
+  return p;
+}
+
 }  // namespace
 
 const char* status_name(RunResult::Status s) {
@@ -42,50 +75,46 @@ fs::path JobRunner::default_run_dir(const RunRequest& request) {
   return fs::path("runs") / stem;
 }
 
+PreparedRun JobRunner::configure(const RunRequest& request) const {
+  return with_context(
+      [&] {
+        std::vector<std::string> overridden;
+        const json job = overridden_job(request, overridden);
+        return configured(kind_of(registry_, job), job, request);
+      },
+      request.source);
+}
+
 PreparedRun JobRunner::prepare(const RunRequest& request) const {
   return with_context(
       [&] {
-        if (!request.job.is_object()) fail("a job must be a JSON object");
-        json job = request.job;
         std::vector<std::string> overridden;
-        for (const auto& o : request.overrides) {  // before the kind is read: --set kind=... picks another
-          apply_override(job, o);
-          overridden.push_back(o.substr(0, o.find('=')));
-        }
-        auto kind_it = job.find("kind");
-        if (kind_it == job.end()) fail("missing key 'kind'");
-        if (!kind_it->is_string()) fail("key 'kind' must be a string");
-        PreparedRun p;
-        p.kind = &registry_.get(kind_it->get<std::string>());
-        p.run_dir = request.run_dir.empty() ? default_run_dir(request) : request.run_dir;
-        p.resume = request.resume;
-
-        fs::path saved_path = p.run_dir / "config.json";
+        const json job = overridden_job(request, overridden);
+        const JobKind& kind = kind_of(registry_, job);
+        const fs::path run_dir = request.run_dir.empty() ? default_run_dir(request) : request.run_dir;
+        const fs::path saved_path = run_dir / "config.json";
         json saved;
         if (request.resume) {
           if (!fs::exists(saved_path))
-            fail("--resume: ", p.run_dir.string(), " holds no run (", saved_path.string(), " missing)");
+            fail("--resume: ", run_dir.string(), " holds no run (", saved_path.string(), " missing)");
           saved = load_json_file(saved_path);
-          if (saved.value("kind", p.kind->name) != p.kind->name)
-            fail("--resume: the job is a '", p.kind->name, "' job but ", saved_path.string(), " holds a '",
+          if (saved.value("kind", kind.name) != kind.name)
+            fail("--resume: the job is a '", kind.name, "' job but ", saved_path.string(), " holds a '",
                  saved["kind"].get<std::string>(), "' run");
           saved.erase("kind");
         }
-        json effective = p.kind->normalize(job);
-        resolve_input_paths(p.kind->fields, effective);  // shipped models found wherever Atelier is installed
+        PreparedRun p = configured(kind, job, request);
         if (request.resume) {
-          for (const auto& [key, value] : effective.items()) {
+          for (const auto& [key, value] : p.effective.items()) {
             bool is_override = std::find(overridden.begin(), overridden.end(), key) != overridden.end();
             if (!is_override && saved.contains(key) && saved[key] != value)
               fail("--resume: '", key, "' is ", json_text(value), " here but ", json_text(saved[key]), " in ",
                    saved_path.string(), " (change it with --set ", key, "=... to override)");
           }
         } else if (fs::exists(saved_path)) {
-          fail("run folder ", p.run_dir.string(), " already holds a run: pass --resume to continue it or --run-dir ",
+          fail("run folder ", run_dir.string(), " already holds a run: pass --resume to continue it or --run-dir ",
                "to start a new one");
         }
-        p.effective = json{{"kind", p.kind->name}};
-        p.effective.update(effective);
         return p;
       },
       request.source);

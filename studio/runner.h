@@ -50,6 +50,9 @@ class JobRunner {
 
   // Validates everything a run needs without touching the disk. Throws Error naming the problem.
   PreparedRun prepare(const RunRequest& request) const;
+  // The job's effective config and run folder (overrides applied, fields validated), without looking at
+  // what the run folder holds; prepare() adds the checks of --resume and of a folder already in use.
+  PreparedRun configure(const RunRequest& request) const;
   // Runs a prepared job; errors inside the job become a Failed result with the message logged.
   RunResult run(const PreparedRun& prepared, Reporter& reporter, const CancelToken& cancel) const;
 

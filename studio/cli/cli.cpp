@@ -3,8 +3,10 @@
 // Exit codes:
 //   0    success
 //   1    error: bad input (job file, config value, model or data file) or a failed job; one line on stderr
+//        (`atelier batch`: any job of the shard failed; the summary names it)
 //   2    usage error (unknown command or option)
 //   130  cancelled (Ctrl-C); the run folder holds a checkpoint: continue with `atelier run JOB --resume`
+//        (`atelier batch`: the same command again resumes the cancelled job and runs the rest)
 #include <torch/torch.h>
 
 #include <unistd.h>
@@ -40,6 +42,20 @@ int main(int argc, char** argv, const JobRegistry& registry) {
   run_cmd->add_option("--run-dir", run.run_dir, "run folder (default: runs/<job file stem>)");
   run_cmd->add_flag("--resume", run.resume, "continue the run in the run folder from its last checkpoint");
   run_cmd->add_flag("-q,--quiet", run.quiet, "only warnings and errors");
+
+  BatchArgs batch_args;
+  auto* batch_cmd = app.add_subcommand(
+      "batch", "Run a list of jobs (JSON array, JSON lines or a folder), one shard of it per array job");
+  batch_cmd->add_option("file", batch_args.file, "jobs.json (array), jobs.jsonl (one job a line) or a folder")
+      ->required();
+  batch_cmd->add_option("--set", batch_args.overrides, "override a field of every job: key=value (repeatable)");
+  batch_cmd->add_option("--runs-dir", batch_args.runs_dir,
+                        "where job k runs: <runs-dir>/<kkk>-<name> (default: runs/batch-<file stem>)");
+  batch_cmd->add_option("--shard", batch_args.shard,
+                        "i/n: run jobs k with k mod n == i (0 <= i < n; default: from SLURM_ARRAY_TASK_ID and "
+                        "SLURM_ARRAY_TASK_COUNT when set)");
+  batch_cmd->add_flag("--dry-run", batch_args.dry_run, "print what would run, resume or be skipped; run nothing");
+  batch_cmd->add_flag("-q,--quiet", batch_args.quiet, "only warnings, errors and the summary");
 
   std::string kind;
   bool jobs_json = false;
@@ -117,6 +133,11 @@ int main(int argc, char** argv, const JobRegistry& registry) {
       std::signal(SIGINT, on_sigint);
       std::signal(SIGTERM, on_sigint);
       return run_job(run, registry, g_cancel);
+    }
+    if (*batch_cmd) {
+      std::signal(SIGINT, on_sigint);
+      std::signal(SIGTERM, on_sigint);
+      return batch(batch_args, registry, g_cancel);
     }
     if (*jobs_cmd) return list_jobs(registry, kind, jobs_json);
     if (*shapes_cmd)

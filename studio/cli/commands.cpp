@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "core/image.h"
@@ -11,6 +12,7 @@
 #include "core/tensor_io.h"
 #include "data/corruptions.h"
 #include "data/presets.h"
+#include "studio/batch.h"
 #include "studio/model_ops.h"
 #include "studio/runner.h"
 #include "studio/verify.h"
@@ -33,6 +35,32 @@ int run_job(const RunArgs& args, const JobRegistry& registry, const CancelToken&
     case RunResult::Status::Failed: return 1;
   }
   return 1;
+}
+
+int batch(const BatchArgs& args, const JobRegistry& registry, const CancelToken& cancel) {
+  const BatchShard shard = !args.shard.empty()
+                               ? parse_shard(args.shard)
+                               : slurm_shard([](const char* name) { return std::getenv(name); }).value_or(BatchShard{});
+  const BatchList list = load_batch(args.file, args.runs_dir);
+  JobRunner runner(registry);
+  if (args.dry_run) {
+    std::vector<PlannedJob> plan;
+    for (const BatchJob* job : shard_jobs(list, shard)) plan.push_back(plan_job(runner, *job, args.overrides));
+    std::fputs(plan_table(plan, shard, list.jobs.size()).c_str(), stdout);
+    const bool invalid = std::any_of(plan.begin(), plan.end(),
+                                     [](const PlannedJob& p) { return p.action == PlannedJob::Action::Invalid; });
+    return invalid ? 1 : 0;
+  }
+  const auto make_reporter = [&](const BatchJob&) {
+    auto reporter = std::make_unique<Reporter>();
+    reporter->add_sink(std::make_shared<TtySink>(stderr, args.quiet, "atelier"));
+    return reporter;
+  };
+  const BatchReport report = run_batch(runner, list, shard, args.overrides, make_reporter, cancel);
+  std::fflush(stderr);
+  std::fputs(summary_table(report).c_str(), stdout);
+  if (report.any(BatchResult::Status::Cancelled) || report.any(BatchResult::Status::NotRun)) return 130;
+  return report.any(BatchResult::Status::Failed) ? 1 : 0;
 }
 
 int list_jobs(const JobRegistry& reg, const std::string& kind, bool as_json) {

@@ -22,6 +22,17 @@ struct RunArgs {
   bool quiet = false;
 };
 int run_job(const RunArgs& args, const JobRegistry& registry, const CancelToken& cancel);
+
+struct BatchArgs {
+  std::string file;  // JSON array, JSON lines (.jsonl) or a folder of job files (studio/batch.h)
+  std::vector<std::string> overrides;
+  std::string runs_dir;
+  std::string shard;  // "i/n"; empty: SLURM_ARRAY_TASK_ID/COUNT when both are set, else the whole list
+  bool dry_run = false;
+  bool quiet = false;
+};
+// Runs the jobs of a batch (of one shard), then prints the summary; 1 if a job failed, 130 if cancelled.
+int batch(const BatchArgs& args, const JobRegistry& registry, const CancelToken& cancel);
 int list_jobs(const JobRegistry& registry, const std::string& kind, bool as_json);
 int inspect(const std::string& file, bool as_json);
 // Compatibility report of a LoRA file (any dialect) against a base model.
