@@ -293,9 +293,10 @@ void finetune_job(const FineTuneConfig& c, JobContext& ctx) {
   model->train();
   loop.run([&](std::int64_t step) {
     const auto t0 = std::chrono::steady_clock::now();
-    const auto batch = target.batch(step * c.train.batch, c.train.batch);
+    const std::int64_t b = c.train.batch;  // this rank's rows of the global batch (all of it in one process)
+    const auto batch = target.batch(step * b + ctx.shard.first(b), ctx.shard.size(b));
     data_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    auto terms = training_terms(model, objective, batch, rng);
+    auto terms = training_terms(model, objective, batch, rng, ctx.shard);
     return TrainStep{terms.loss.mean(), {{"mse", terms.mse.mean()}}};
   });
 

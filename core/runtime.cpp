@@ -20,9 +20,20 @@ int configure_threads(int threads) {
   return at::get_num_threads();
 }
 
+namespace {
+int local_rank = 0;
+}
+
+void set_local_rank(int rank) {
+  local_rank = rank;
+}
+
 c10::Device select_device(const std::string& name, const std::string& field) {
   const bool cuda = at::hasCUDA();
-  if (name == "auto") return cuda ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  const auto local_cuda = [] {
+    return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank % static_cast<int>(at::getNumGPUs())));
+  };
+  if (name == "auto") return cuda ? local_cuda() : c10::Device(c10::kCPU);
   if (name == "cpu") return c10::Device(c10::kCPU);
   if (name.rfind("cuda", 0) != 0) fail_field(field, "'", name, "' is not auto, cpu, cuda or cuda:N");
   if (!cuda)
@@ -33,7 +44,7 @@ c10::Device select_device(const std::string& name, const std::string& field) {
     c10::Device d(name);
     if (d.index() >= static_cast<int>(at::getNumGPUs()))
       fail_field(field, "'", name, "' but only ", at::getNumGPUs(), " CUDA device(s) are present");
-    return d.has_index() ? d : c10::Device(c10::kCUDA, 0);
+    return d.has_index() ? d : local_cuda();
   } catch (const c10::Error&) {
     fail_field(field, "'", name, "' is not auto, cpu, cuda or cuda:N");
   }

@@ -2,6 +2,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+
+#include "core/distributed.h"
 
 namespace atelier {
 namespace {
@@ -43,6 +46,62 @@ TrainLoop::TrainLoop(JobContext& ctx, const TrainSchedule& schedule, const Train
   start_ = ctx.resume ? restore_training_parts(ctx.run_dir, parts_, &notes) : 0;
   for (const auto& note : notes) ctx.report.warn(note);
   if (start_ > 0) ctx.report.info("resumed from step " + std::to_string(start_));
+  if (ctx.parallel != nullptr) start_parallel();
+}
+
+void TrainLoop::start_parallel() {
+  ProcessGroup& group = *ctx_.parallel;
+  if (parts_.optimizer == nullptr) fail("a data-parallel run needs a training job with an optimizer");
+  if (schedule_.batch % group.world() != 0)
+    fail_field("batch", schedule_.batch, " is not a multiple of the ", group.world(),
+               " data-parallel processes (each takes batch / processes rows)");
+  // Every rank resumed from the same checkpoint (the run folder is shared), and starts from rank 0's values.
+  auto start = torch::tensor({static_cast<double>(start_)}, torch::kDouble);
+  auto first = start.clone();
+  group.broadcast({first});
+  if (first.item<double>() != static_cast<double>(start_))
+    fail("data-parallel rank ", group.rank(), " resumed at step ", start_, " but rank 0 at step ",
+         static_cast<std::int64_t>(first.item<double>()),
+         ": every rank must see the same run folder (a filesystem all nodes share)");
+  std::vector<torch::Tensor> tensors;
+  for (const auto& [prefix, module] : parts_.modules) {
+    for (const auto& p : module->parameters()) tensors.push_back(p.detach());
+    for (const auto& b : module->buffers()) tensors.push_back(b);
+  }
+  group.broadcast(tensors);
+  double bytes = 0;  // what each step all-reduces: the optimizer's gradients
+  for (auto& g : parts_.optimizer->param_groups())
+    for (const auto& p : g.params()) bytes += static_cast<double>(p.numel() * p.element_size());
+  char volume[64];
+  std::snprintf(volume, sizeof volume, "%.3f MB", bytes / 1e6);
+  if (group.rank() == 0)
+    ctx_.report.info("data-parallel: " + std::to_string(group.world()) + " processes, " +
+                     std::to_string(schedule_.batch / group.world()) + " of each batch of " +
+                     std::to_string(schedule_.batch) + " per process; gradients all-reduced per step: " + volume);
+}
+
+// The loss and the step's scalars as their means over the ranks (one all-reduce), so every rank takes the
+// same decisions (non-finite guard) and reports the global batch's figures.
+void TrainLoop::reduce_step(TrainStep& r) {
+  std::vector<torch::Tensor> values{r.loss.detach().reshape({1}).to(torch::kDouble)};
+  for (const auto& [name, value] : r.scalars) values.push_back(value.detach().reshape({1}).to(torch::kDouble));
+  auto all = torch::cat(values).cpu();
+  ctx_.parallel->average({all});
+  reduced_loss_ = all[0].item<double>();
+  std::size_t k = 1;
+  for (auto& [name, value] : r.scalars) value = all[static_cast<std::int64_t>(k++)];
+}
+
+// Gradients of the optimizer's parameters averaged over the ranks (a parameter without one gets zeros, so
+// every rank reduces the same buffers).
+void TrainLoop::average_gradients() {
+  std::vector<torch::Tensor> grads;
+  for (auto& g : parts_.optimizer->param_groups())
+    for (auto& p : g.params()) {
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+      grads.push_back(p.grad());
+    }
+  ctx_.parallel->average(grads);
 }
 
 void TrainLoop::ema(torch::nn::Module& ema, const torch::nn::Module& model, double decay) {
@@ -56,6 +115,7 @@ void TrainLoop::every(std::int64_t every, std::function<void(std::int64_t)> acti
 }
 
 void TrainLoop::checkpoint(std::int64_t step) {
+  if (!ctx_.shard.main()) return;  // rank 0 writes; every rank resumes from its checkpoints
   ctx_.report.artifact("checkpoint", save_training_parts(ctx_.run_dir, step, parts_));
 }
 
@@ -75,11 +135,13 @@ void TrainLoop::run(const std::function<TrainStep(std::int64_t)>& step_fn) {
       if (g == 0) lr = rate;
     }
     TrainStep r = step_fn(step);
-    const double loss = r.loss.item<double>();
+    if (ctx_.parallel != nullptr) reduce_step(r);
+    const double loss = ctx_.parallel != nullptr ? reduced_loss_ : r.loss.item<double>();
     std::string bad = std::isfinite(loss) ? "" : "loss " + std::to_string(loss);
     if (opt != nullptr && bad.empty()) {
       opt->zero_grad();
       r.loss.backward();
+      if (ctx_.parallel != nullptr) average_gradients();
       const double norm =
           schedule_.grad_clip > 0 ? torch::nn::utils::clip_grad_norm_(clip_, schedule_.grad_clip) : grad_norm(clip_);
       if (!std::isfinite(norm)) bad = "gradient norm " + std::to_string(norm);

@@ -13,6 +13,13 @@
 //
 // Everything a resumed run needs must be in `parts` (modules, optimizer, RNG); the data position is the
 // step itself, so a job that draws batch `step` from its dataset resumes exactly.
+//
+// Data-parallel runs (ctx.parallel, core/distributed.h): the loop checks that the batch divides over the
+// ranks, starts every rank from rank 0's module values, averages the loss, the step's scalars and the
+// optimizer's gradients over the ranks before the non-finite guard and the clip, and leaves checkpoints to
+// rank 0. The job keeps its rows of each global batch (ctx.shard): it draws the global batch's positions
+// and random numbers as one process would and computes the loss on rows shard.first(B) .. + shard.size(B)
+// (shard_rows), so any number of processes trains the same model as one (and resumes with another count).
 #pragma once
 #include <torch/torch.h>
 
@@ -111,9 +118,14 @@ class TrainLoop {
   std::int64_t start() const { return start_; }
   // Seconds spent in steps (the step function through the EMA update) since this process started.
   double step_seconds() const { return step_seconds_; }
+  // Saves the parts at `step` (rank 0 of a data-parallel run; the others return).
   void checkpoint(std::int64_t step);
 
  private:
+  void start_parallel();
+  void reduce_step(TrainStep& r);
+  void average_gradients();
+
   struct Action {
     std::int64_t every;
     std::function<void(std::int64_t)> run;
@@ -131,6 +143,7 @@ class TrainLoop {
   std::vector<Action> actions_;
   std::int64_t start_ = 0;
   double step_seconds_ = 0;
+  double reduced_loss_ = 0;
 };
 
 }  // namespace atelier

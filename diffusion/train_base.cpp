@@ -1,5 +1,6 @@
 #include "diffusion/train_base.h"
 
+#include "core/distributed.h"
 #include "core/report.h"
 #include "core/rng.h"
 #include "core/runtime.h"
@@ -66,14 +67,16 @@ DiffusionObjective::Terms shapes_training_terms(DiT& model, const DiffusionObjec
 }
 
 DiffusionObjective::Terms training_terms(DiT& model, const DiffusionObjective& objective, const shapes::Batch& data,
-                                         Rng& rng) {
+                                         Rng& rng, const Shard& shard) {
   const auto device = model->pos_embed.device();
   const auto on_device = torch::TensorOptions().device(device);
-  const auto batch = data.images.size(0);
+  const auto batch = data.images.size(0) * shard.world;  // the global batch the random numbers are drawn for
   auto x0 = data.images.to(device);
-  auto t = rng.randint(objective.num_timesteps(), {batch}, on_device);
-  auto noise = rng.randn(data.images.sizes(), on_device);
-  auto y = model->drop_labels(data.labels.to(device), rng.rand({batch}, on_device));
+  auto noise_shape = data.images.sizes().vec();
+  noise_shape[0] = batch;
+  auto t = shard_rows(rng.randint(objective.num_timesteps(), {batch}, on_device), shard);
+  auto noise = shard_rows(rng.randn(noise_shape, on_device), shard);
+  auto y = model->drop_labels(data.labels.to(device), shard_rows(rng.rand({batch}, on_device), shard));
   auto out = model->forward(objective.q_sample(x0, t, noise), t, y);
   return objective.losses(out, x0, t, noise);
 }
@@ -146,7 +149,9 @@ void train_base(const TrainBaseConfig& c, JobContext& ctx) {
       true);
   model->train();
   loop.run([&](std::int64_t step) {
-    auto terms = training_terms(model, objective, data.batch(step * c.train.batch, c.train.batch), rng);
+    const std::int64_t b = c.train.batch;  // this rank's rows of the global batch (all of it in one process)
+    auto terms =
+        training_terms(model, objective, data.batch(step * b + ctx.shard.first(b), ctx.shard.size(b)), rng, ctx.shard);
     return TrainStep{terms.loss.mean(), {{"mse", terms.mse.mean()}}};
   });
 

@@ -79,8 +79,10 @@ DiffusionObjective::Terms shapes_training_terms(DiT& model, const DiffusionObjec
                                                 const shapes::Spec& spec, std::int64_t first, std::int64_t batch,
                                                 Rng& rng);
 // The same loss on an already rendered batch (images in [-1, 1] on the CPU, labels), drawing the same
-// random numbers: lets a caller time the rendering apart from the network.
+// random numbers: lets a caller time the rendering apart from the network. In a data-parallel run `data`
+// holds this rank's rows of the global batch: the random numbers are drawn for the global batch (as one
+// process draws them) and the rank's rows kept.
 DiffusionObjective::Terms training_terms(DiT& model, const DiffusionObjective& objective, const shapes::Batch& data,
-                                         Rng& rng);
+                                         Rng& rng, const Shard& shard = {});
 
 }  // namespace atelier

@@ -26,7 +26,7 @@ log() { printf '[setup] %s\n' "$*"; }
 # ---- Debian packages ---------------------------------------------------------------------------
 pkgs=(build-essential cmake ninja-build pkg-config ccache clang-format clang libclang-rt-14-dev python3 python3-venv
       libopencv-core-dev libopencv-imgproc-dev libstb-dev nlohmann-json3-dev catch2 libcli11-dev libssl-dev
-      libonnx-dev libprotobuf-dev libicu-dev zlib1g-dev)
+      libonnx-dev libprotobuf-dev libicu-dev zlib1g-dev libgloo-dev)
 [ "$GUI" = ON ] && pkgs+=(libimgui-dev libglfw3-dev libgl-dev xvfb xauth fonts-dejavu-core
                          libgl1-mesa-dri libglx-mesa0)
 missing=()

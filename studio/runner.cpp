@@ -1,8 +1,10 @@
 #include "studio/runner.h"
 
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include "core/atomic_file.h"
+#include "core/distributed.h"
 #include "core/run_lock.h"
 #include "core/runtime.h"
 #include "studio/model_ops.h"
@@ -111,7 +113,7 @@ PreparedRun JobRunner::prepare(const RunRequest& request) const {
               fail("--resume: '", key, "' is ", json_text(value), " here but ", json_text(saved[key]), " in ",
                    saved_path.string(), " (change it with --set ", key, "=... to override)");
           }
-        } else if (fs::exists(saved_path)) {
+        } else if (request.rank == 0 && fs::exists(saved_path)) {
           fail("run folder ", run_dir.string(), " already holds a run: pass --resume to continue it or --run-dir ",
                "to start a new one");
         }
@@ -120,7 +122,55 @@ PreparedRun JobRunner::prepare(const RunRequest& request) const {
       request.source);
 }
 
+namespace {
+
+// The job, its errors as the result (Completed, Cancelled or Failed with the message).
+void run_kind(const PreparedRun& p, JobContext& ctx, RunResult& result) {
+  try {
+    p.kind->run(p.effective, ctx);
+    result.status = RunResult::Status::Completed;
+  } catch (const Cancelled&) {
+    result.status = RunResult::Status::Cancelled;
+  } catch (const c10::Error& e) {
+    result.error = e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    result.error = e.what();
+  }
+}
+
+void join_group(const PreparedRun& p, JobContext& ctx) {
+  if (p.parallel == nullptr) return;
+  ctx.parallel = p.parallel;
+  ctx.shard = p.parallel->shard();
+}
+
+}  // namespace
+
+// A rank > 0 of a data-parallel run: the same job in rank 0's run folder (it reads the checkpoints rank 0
+// writes), its own files in a scratch folder removed at the end; errors reported, nothing else.
+RunResult JobRunner::run_secondary(const PreparedRun& p, Reporter& reporter, const CancelToken& cancel) const {
+  RunResult result;
+  result.run_dir = p.run_dir;
+  const fs::path scratch = fs::temp_directory_path() /
+                           ("atelier-rank" + std::to_string(p.parallel->rank()) + "-" + std::to_string(::getpid()));
+  JobContext ctx{p.run_dir, p.resume, reporter, cancel, configure_threads(p.threads)};
+  join_group(p, ctx);
+  ctx.output_dir = scratch;
+  try {
+    check_job_inputs(*p.kind, p.effective);
+    fs::create_directories(scratch);
+    run_kind(p, ctx, result);
+  } catch (const std::exception& e) {
+    result.error = e.what();
+  }
+  std::error_code ec;
+  fs::remove_all(scratch, ec);
+  if (result.status == RunResult::Status::Failed) reporter.error(result.error);
+  return result;
+}
+
 RunResult JobRunner::run(const PreparedRun& p, Reporter& reporter, const CancelToken& cancel) const {
+  if (p.parallel != nullptr && p.parallel->rank() > 0) return run_secondary(p, reporter, cancel);
   RunResult result;
   result.run_dir = p.run_dir;
   auto write_status = [&](const char* status, const std::string& error) {
@@ -145,18 +195,12 @@ RunResult JobRunner::run(const PreparedRun& p, Reporter& reporter, const CancelT
     return result;
   }
   JobContext ctx{p.run_dir, p.resume, reporter, cancel, configure_threads(p.threads)};
+  join_group(p, ctx);
   reporter.info(std::string(p.resume ? "resuming " : "starting ") + p.kind->name + " in " + p.run_dir.string() + " (" +
-                std::to_string(ctx.threads) + " threads)");
-  try {
-    p.kind->run(p.effective, ctx);
-    result.status = RunResult::Status::Completed;
-  } catch (const Cancelled&) {
-    result.status = RunResult::Status::Cancelled;
-  } catch (const c10::Error& e) {
-    result.error = e.what_without_backtrace();
-  } catch (const std::exception& e) {
-    result.error = e.what();
-  }
+                std::to_string(ctx.threads) + " threads" +
+                (p.parallel != nullptr ? ", data-parallel rank 0 of " + std::to_string(p.parallel->world()) : "") +
+                ")");
+  run_kind(p, ctx, result);
   if (result.status == RunResult::Status::Cancelled)
     reporter.warn("cancelled; continue with --resume (run folder " + p.run_dir.string() + ")");
   else if (result.status == RunResult::Status::Failed)

@@ -25,6 +25,7 @@ struct RunRequest {
   std::vector<std::string> overrides;  // "key=value"
   std::filesystem::path run_dir;       // empty: runs/<source file stem, or kind>
   bool resume = false;
+  int rank = 0;  // data-parallel rank: ranks > 0 join rank 0's run folder (no check that it is new)
 };
 
 struct RunResult {
@@ -42,6 +43,9 @@ struct PreparedRun {
   std::filesystem::path run_dir;
   bool resume = false;
   int threads = 0;  // LibTorch intra-op threads (0: all cores)
+  // Data-parallel runs (core/distributed.h): rank 0 runs as one process does, with the group; ranks > 0
+  // take no run lock, write no config, log or status, and the job's files go to a scratch folder.
+  ProcessGroup* parallel = nullptr;
 };
 
 class JobRunner {
@@ -59,6 +63,7 @@ class JobRunner {
   static std::filesystem::path default_run_dir(const RunRequest& request);
 
  private:
+  RunResult run_secondary(const PreparedRun& prepared, Reporter& reporter, const CancelToken& cancel) const;
   const JobRegistry& registry_;
 };
 

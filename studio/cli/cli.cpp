@@ -42,6 +42,11 @@ int main(int argc, char** argv, const JobRegistry& registry) {
   run_cmd->add_option("--run-dir", run.run_dir, "run folder (default: runs/<job file stem>)");
   run_cmd->add_flag("--resume", run.resume, "continue the run in the run folder from its last checkpoint");
   run_cmd->add_flag("-q,--quiet", run.quiet, "only warnings and errors");
+  run_cmd
+      ->add_option("--nproc", run.nproc,
+                   "train with N data-parallel processes on this machine (Gloo; torchrun and srun set the "
+                   "environment instead)")
+      ->check(CLI::Range(1, 256));
 
   BatchArgs batch_args;
   auto* batch_cmd = app.add_subcommand(

@@ -2,12 +2,23 @@
 
 #include <torch/torch.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
+#include <thread>
 
+#include "core/distributed.h"
 #include "core/image.h"
+#include "core/runtime.h"
 #include "core/safetensors.h"
 #include "core/tensor_io.h"
 #include "data/corruptions.h"
@@ -19,15 +30,100 @@
 
 namespace atelier::cli {
 
+namespace {
+
+// A loopback TCP port free now (bound to port 0, then released) for the ranks' rendezvous.
+int free_port() {
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  const bool ok = s >= 0 && ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+                  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  if (s >= 0) ::close(s);
+  if (!ok) fail("--nproc: no free loopback port for the processes' rendezvous: ", std::strerror(errno));
+  return ntohs(a.sin_port);
+}
+
+// `run --nproc N`: this program again as ranks 0..N-1 on this machine (torchrun's variables, cores / N
+// threads each unless ATELIER_THREADS says otherwise). Ctrl-C reaches every rank from the terminal. A rank
+// that dies makes the others fail at their next collective (core/distributed.h). Returns rank 0's exit
+// code, or the first failing rank's.
+int launch_ranks(const RunArgs& args) {
+  const int port = free_port();
+  std::vector<std::string> argv_text{"atelier", "run", args.job_file};
+  for (const auto& o : args.overrides) argv_text.insert(argv_text.end(), {"--set", o});
+  if (!args.run_dir.empty()) argv_text.insert(argv_text.end(), {"--run-dir", args.run_dir});
+  if (args.resume) argv_text.push_back("--resume");
+  if (args.quiet) argv_text.push_back("-q");
+  std::vector<char*> argv;
+  for (auto& a : argv_text) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const std::string threads = std::to_string(std::max(1u, cores / static_cast<unsigned>(args.nproc)));
+  std::vector<pid_t> ranks;
+  for (int r = 0; r < args.nproc; ++r) {
+    const pid_t pid = ::fork();
+    if (pid < 0) fail("--nproc: cannot start rank ", r, ": ", std::strerror(errno));
+    if (pid == 0) {
+      ::setenv("RANK", std::to_string(r).c_str(), 1);
+      ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
+      ::setenv("WORLD_SIZE", std::to_string(args.nproc).c_str(), 1);
+      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+      ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      ::setenv("ATELIER_THREADS", threads.c_str(), 0);
+      ::execv("/proc/self/exe", argv.data());
+      std::fprintf(stderr, "atelier: cannot start rank %d: %s\n", r, std::strerror(errno));
+      ::_exit(1);
+    }
+    ranks.push_back(pid);
+  }
+  int rank0 = 0, failure = 0;
+  for (std::size_t left = ranks.size(); left > 0;) {
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, 0);
+    if (pid < 0) {
+      if (errno == EINTR) continue;  // Ctrl-C: the ranks got it too and are cancelling
+      break;
+    }
+    const auto it = std::find(ranks.begin(), ranks.end(), pid);
+    if (it == ranks.end()) continue;
+    --left;
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (it == ranks.begin()) rank0 = code;
+    if (code != 0 && failure == 0) failure = code;
+  }
+  return rank0 != 0 ? rank0 : failure;
+}
+
+}  // namespace
+
 int run_job(const RunArgs& args, const JobRegistry& registry, const CancelToken& cancel) {
+  if (args.nproc > 1) {
+    if (std::getenv("WORLD_SIZE") != nullptr)
+      fail("--nproc: this process is already rank of a data-parallel run (WORLD_SIZE is set); drop --nproc");
+    return launch_ranks(args);
+  }
+  // A data-parallel rank when the launcher's environment says so: every rank joins before any checks, so
+  // a rank that stops early ends the others at once instead of leaving them waiting.
+  const ParallelEnvironment env = parallel_environment();
+  std::unique_ptr<ProcessGroup> group;
+  if (env.distributed()) {
+    set_local_rank(env.local_rank);
+    group = std::make_unique<ProcessGroup>(env);
+  }
   RunRequest request = load_job_file(args.job_file);
   request.overrides = args.overrides;
   request.resume = args.resume;
   request.run_dir = args.run_dir;
+  request.rank = env.rank;
   JobRunner runner(registry);
   PreparedRun prepared = runner.prepare(request);
+  prepared.parallel = group.get();
   Reporter reporter;
-  reporter.add_sink(std::make_shared<TtySink>(stderr, args.quiet, "atelier"));
+  const std::string program = env.rank > 0 ? "atelier rank " + std::to_string(env.rank) : "atelier";
+  reporter.add_sink(std::make_shared<TtySink>(stderr, args.quiet || env.rank > 0, program));
   RunResult result = runner.run(prepared, reporter, cancel);
   switch (result.status) {
     case RunResult::Status::Completed: return 0;

@@ -20,7 +20,10 @@ struct RunArgs {
   std::string run_dir;
   bool resume = false;
   bool quiet = false;
+  int nproc = 1;  // > 1: start that many local data-parallel processes (core/distributed.h)
 };
+// One process, or a rank of a data-parallel run when the environment says so (torchrun, SLURM); with
+// nproc > 1 it starts the ranks itself.
 int run_job(const RunArgs& args, const JobRegistry& registry, const CancelToken& cancel);
 
 struct BatchArgs {

@@ -1,0 +1,161 @@
+#include "core/distributed.h"
+
+// Gloo's process group is compiled into libtorch_cpu; its header needs this switch and gloo's headers
+// (Debian libgloo-dev: declarations only, the code is LibTorch's own).
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO
+#endif
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <cstdlib>
+#include <map>
+
+namespace atelier {
+namespace {
+
+int env_int(const std::function<const char*(const char*)>& getenv, const char* name, int min, int max) {
+  const char* text = getenv(name);
+  try {
+    std::size_t used = 0;
+    const long value = std::stol(text, &used);
+    if (used == std::string(text).size() && value >= min && value <= max) return static_cast<int>(value);
+  } catch (const std::logic_error&) {
+  }
+  fail("environment variable ", name, "='", text, "' is not an integer in [", min, ", ", max, "]");
+}
+
+// Gloo's errors say "Connection reset by peer" or "Timed out"; the user needs to hear what that means.
+[[noreturn]] void fail_collective(const char* what, const ParallelEnvironment& env, const std::exception& e) {
+  fail("data-parallel rank ", env.rank, " of ", env.world, ": ", what,
+       " failed: another rank exited, was killed or stopped answering (timeout ", env.timeout.count(),
+       " s); the last checkpoint is intact, run the job again with --resume (", e.what(), ")");
+}
+
+}  // namespace
+
+ParallelEnvironment parallel_environment(const std::function<const char*(const char*)>& getenv_fn) {
+  const std::function<const char*(const char*)> getenv =
+      getenv_fn ? getenv_fn : [](const char* name) { return std::getenv(name); };
+  ParallelEnvironment env;
+  auto has = [&](const char* name) { return getenv(name) != nullptr && *getenv(name) != '\0'; };
+  if (has("WORLD_SIZE")) {
+    env.source = "torchrun";
+    env.world = env_int(getenv, "WORLD_SIZE", 1, 65536);
+    env.rank = has("RANK") ? env_int(getenv, "RANK", 0, env.world - 1) : 0;
+    env.local_rank = has("LOCAL_RANK") ? env_int(getenv, "LOCAL_RANK", 0, 65535) : env.rank;
+  } else if (has("SLURM_NTASKS") && has("SLURM_PROCID") && env_int(getenv, "SLURM_NTASKS", 1, 65536) > 1) {
+    env.source = "SLURM";
+    env.world = env_int(getenv, "SLURM_NTASKS", 1, 65536);
+    env.rank = env_int(getenv, "SLURM_PROCID", 0, env.world - 1);
+    env.local_rank = has("SLURM_LOCALID") ? env_int(getenv, "SLURM_LOCALID", 0, 65535) : 0;
+  }
+  if (env.world > 1 && env.rank > 0 && !has("MASTER_ADDR"))
+    fail("environment variable MASTER_ADDR is not set: rank ", env.rank, " of ", env.world,
+         " needs the address of rank 0 (torchrun sets it; in a SLURM script export the first node's name)");
+  if (has("MASTER_ADDR")) env.master_addr = getenv("MASTER_ADDR");
+  if (has("MASTER_PORT")) env.master_port = env_int(getenv, "MASTER_PORT", 1, 65535);
+  if (has("ATELIER_DIST_TIMEOUT"))
+    env.timeout = std::chrono::seconds(env_int(getenv, "ATELIER_DIST_TIMEOUT", 1, 86400));
+  return env;
+}
+
+torch::Tensor shard_rows(const torch::Tensor& global, const Shard& shard) {
+  if (shard.world == 1) return global;
+  return global.narrow(0, shard.first(global.size(0)), shard.size(global.size(0)));
+}
+
+struct ProcessGroup::Impl {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+};
+
+ProcessGroup::ProcessGroup(const ParallelEnvironment& env) : env_(env), impl_(std::make_unique<Impl>()) {
+  try {
+    c10d::TCPStoreOptions o;
+    o.port = static_cast<std::uint16_t>(env.master_port);
+    o.isServer = env.rank == 0;
+    o.numWorkers = env.world;
+    o.waitWorkers = true;
+    o.timeout = env.timeout;
+    impl_->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, o);
+    auto options = c10d::ProcessGroupGloo::Options::create(env.timeout);
+    // Loopback for one machine; GLOO_SOCKET_IFNAME's interface, or the host name's address, across nodes.
+    const char* interface = std::getenv("GLOO_SOCKET_IFNAME");
+    const bool local = env.master_addr == "localhost" || env.master_addr.rfind("127.", 0) == 0;
+    options->devices.push_back(interface != nullptr && *interface != '\0'
+                                   ? c10d::ProcessGroupGloo::createDeviceForInterface(interface)
+                               : local ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
+                                       : c10d::ProcessGroupGloo::createDefaultDevice());
+    impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, env.rank, env.world, options);
+  } catch (const std::exception& e) {
+    fail("data-parallel rendezvous of rank ", env.rank, " of ", env.world, " at ", env.master_addr, ":",
+         env.master_port, " (", env.source, ") failed within ", env.timeout.count(), " s: ", e.what());
+  }
+}
+
+ProcessGroup::~ProcessGroup() = default;
+
+void ProcessGroup::broadcast(const std::vector<torch::Tensor>& tensors) {
+  torch::NoGradGuard no_grad;
+  try {
+    for (const auto& t : tensors) {
+      std::vector<at::Tensor> one{t.is_contiguous() ? t : t.contiguous()};
+      impl_->group->broadcast(one)->wait();
+      if (!t.is_contiguous()) t.copy_(one[0]);
+    }
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail_collective("broadcast", env_, e);
+  }
+}
+
+void ProcessGroup::average(const std::vector<torch::Tensor>& tensors, std::int64_t bucket_bytes) {
+  torch::NoGradGuard no_grad;
+  // Buckets of tensors of one dtype and device, each flattened into one buffer for a single all-reduce.
+  std::map<std::pair<int, std::string>, std::vector<torch::Tensor>> groups;
+  for (const auto& t : tensors) groups[{static_cast<int>(t.scalar_type()), t.device().str()}].push_back(t);
+  auto reduce = [&](const std::vector<torch::Tensor>& bucket) {
+    std::vector<torch::Tensor> flat;
+    for (const auto& t : bucket) flat.push_back(t.reshape(-1));
+    std::vector<at::Tensor> buffer{torch::cat(flat)};
+    reduced_bytes_ += buffer[0].numel() * static_cast<std::int64_t>(buffer[0].element_size());
+    try {
+      impl_->group->allreduce(buffer)->wait();
+    } catch (const std::exception& e) {
+      fail_collective("gradient all-reduce", env_, e);
+    }
+    buffer[0].div_(env_.world);
+    std::int64_t offset = 0;
+    for (const auto& t : bucket) {
+      t.copy_(buffer[0].narrow(0, offset, t.numel()).view_as(t));
+      offset += t.numel();
+    }
+  };
+  for (const auto& [key, list] : groups) {
+    std::vector<torch::Tensor> bucket;
+    std::int64_t bytes = 0;
+    for (const auto& t : list) {
+      const std::int64_t size = t.numel() * static_cast<std::int64_t>(t.element_size());
+      if (!bucket.empty() && bytes + size > bucket_bytes) {
+        reduce(bucket);
+        bucket.clear();
+        bytes = 0;
+      }
+      bucket.push_back(t);
+      bytes += size;
+    }
+    if (!bucket.empty()) reduce(bucket);
+  }
+}
+
+void ProcessGroup::barrier() {
+  try {
+    impl_->group->barrier()->wait();
+  } catch (const std::exception& e) {
+    fail_collective("barrier", env_, e);
+  }
+}
+
+}  // namespace atelier

@@ -1,0 +1,80 @@
+// Data-parallel training over torch.distributed's c10d, as LibTorch ships it: a TCPStore rendezvous served
+// by rank 0 at MASTER_ADDR:MASTER_PORT and a Gloo process group (CPU tensors, and CUDA tensors staged
+// through the host). Nothing of the transport is Atelier's own.
+//
+// The launchers people use set the environment: torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+// MASTER_PORT), SLURM's srun (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID; MASTER_ADDR/MASTER_PORT from the
+// batch script), or `atelier run --nproc N`, which starts N local processes itself.
+//
+// How a training job uses it (core/train_loop.h does the collective parts): every rank draws the same
+// global batch positions and random numbers from the same seeds and keeps its rows (Shard, core/job.h),
+// so each rank's loss is the mean over batch / world rows; the loop averages the gradients over the ranks
+// (the gradient of the global batch's mean loss, as one process computes it) before clipping, and every
+// rank takes the same optimizer step. Rank 0 alone writes checkpoints, logs and outputs.
+//
+//   ProcessGroup group(parallel_environment(), std::chrono::seconds(600));
+//   group.broadcast(params);            // rank 0's values everywhere
+//   group.average(grads);               // in place, bucketed all-reduce / world
+#pragma once
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/job.h"
+
+namespace atelier {
+
+// Where this process stands in a data-parallel run, as the environment says.
+struct ParallelEnvironment {
+  int rank = 0, world = 1, local_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  std::string source = "single process";  // "torchrun", "SLURM" or "single process"
+  std::chrono::seconds timeout{600};      // ATELIER_DIST_TIMEOUT: rendezvous and each collective
+
+  bool distributed() const { return world > 1; }
+};
+
+// Reads RANK/WORLD_SIZE/LOCAL_RANK, else SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID (a SLURM step of more
+// than one task), with MASTER_ADDR, MASTER_PORT and ATELIER_DIST_TIMEOUT (seconds). Error naming the
+// variable when a value is malformed or out of range. `getenv` defaults to the process environment.
+ParallelEnvironment parallel_environment(const std::function<const char*(const char*)>& getenv = {});
+
+// The rows of a global batch's tensor (dim 0) that belong to `shard`.
+torch::Tensor shard_rows(const torch::Tensor& global, const Shard& shard);
+
+class ProcessGroup {
+ public:
+  // Rendezvous of every rank (blocks until all have joined, up to the timeout). Error naming the master
+  // address when it cannot be reached.
+  explicit ProcessGroup(const ParallelEnvironment& env);
+  ~ProcessGroup();
+  ProcessGroup(const ProcessGroup&) = delete;
+  ProcessGroup& operator=(const ProcessGroup&) = delete;
+
+  int rank() const { return env_.rank; }
+  int world() const { return env_.world; }
+  Shard shard() const { return {env_.rank, env_.world}; }
+
+  // Rank 0's values into every rank's tensors, in place.
+  void broadcast(const std::vector<torch::Tensor>& tensors);
+  // Each tensor becomes the mean of its values over the ranks, in place: flattened into buckets of at most
+  // `bucket_bytes` per dtype and device, one all-reduce per bucket.
+  void average(const std::vector<torch::Tensor>& tensors, std::int64_t bucket_bytes = 25 << 20);
+  void barrier();
+  // Bytes this rank sent into all-reduces so far (the tensors' sizes).
+  std::int64_t reduced_bytes() const { return reduced_bytes_; }
+
+ private:
+  struct Impl;
+  ParallelEnvironment env_;
+  std::unique_ptr<Impl> impl_;
+  std::int64_t reduced_bytes_ = 0;
+};
+
+}  // namespace atelier

@@ -1,0 +1,196 @@
+// Data-parallel training (core/distributed.h): the launcher environment, the Gloo collectives, and
+// train_base on 2 processes over loopback ending with the weights of 1 process; a killed rank ends the
+// other with one error, and the run resumes.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <map>
+#include <thread>
+
+#include "core/atomic_file.h"
+#include "core/distributed.h"
+#include "core/safetensors.h"
+#include "tests/helpers.h"
+
+using namespace atelier;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A TCP port nobody listens on now (bound to port 0, then released).
+int free_port() {
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(s);
+  return ntohs(a.sin_port);
+}
+
+std::function<const char*(const char*)> env_of(const std::map<std::string, std::string>& vars) {
+  return [vars](const char* name) -> const char* {
+    const auto it = vars.find(name);
+    return it == vars.end() ? nullptr : it->second.c_str();
+  };
+}
+
+// Starts `atelier run` as rank `rank` of `world` (torchrun's variables); returns its pid.
+pid_t start_rank(int rank, int world, int port, const std::vector<std::string>& args) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setenv("RANK", std::to_string(rank).c_str(), 1);
+    ::setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
+    ::setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
+    ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+    ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+    ::setenv("ATELIER_DIST_TIMEOUT", "60", 1);
+    const int null = ::open("/dev/null", O_WRONLY);  // rank 0's one error is checked in status.json
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    std::vector<char*> argv{const_cast<char*>(ATELIER_CLI)};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(ATELIER_CLI, argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+void check_same_weights(const fs::path& a, const fs::path& b, double tolerance) {
+  const auto x = safetensors::load(a).tensors, y = safetensors::load(b).tensors;
+  REQUIRE(x.size() == y.size());
+  for (const auto& [name, t] : x) {
+    INFO(name);
+    CHECK(test::relative_diff(y.at(name), t) < tolerance);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("data-parallel environment: torchrun and SLURM variables, and errors naming the variable", "[distributed]") {
+  const auto single = parallel_environment(env_of({}));
+  CHECK(single.world == 1);
+  CHECK_FALSE(single.distributed());
+  const auto torchrun = parallel_environment(env_of({{"RANK", "1"},
+                                                     {"WORLD_SIZE", "4"},
+                                                     {"LOCAL_RANK", "1"},
+                                                     {"MASTER_ADDR", "node7"},
+                                                     {"MASTER_PORT", "29511"},
+                                                     {"ATELIER_DIST_TIMEOUT", "30"}}));
+  CHECK(torchrun.rank == 1);
+  CHECK(torchrun.world == 4);
+  CHECK(torchrun.master_addr == "node7");
+  CHECK(torchrun.master_port == 29511);
+  CHECK(torchrun.timeout.count() == 30);
+  CHECK(torchrun.source == "torchrun");
+  const auto slurm = parallel_environment(
+      env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}, {"SLURM_LOCALID", "0"}, {"MASTER_ADDR", "node1"}}));
+  CHECK(slurm.world == 2);
+  CHECK(slurm.source == "SLURM");
+  CHECK_FALSE(parallel_environment(env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}})).distributed());
+  CHECK_THROWS_WITH(parallel_environment(env_of({{"RANK", "4"}, {"WORLD_SIZE", "4"}})),
+                    Contains("RANK='4'") && Contains("[0, 3]"));
+  CHECK_THROWS_WITH(parallel_environment(env_of({{"RANK", "1"}, {"WORLD_SIZE", "2"}})), Contains("MASTER_ADDR"));
+  CHECK_THROWS_WITH(parallel_environment(env_of({{"WORLD_SIZE", "2"}, {"MASTER_PORT", "http"}})),
+                    Contains("MASTER_PORT='http'"));
+}
+
+TEST_CASE("data-parallel collectives: broadcast from rank 0 and bucketed averages over Gloo on loopback",
+          "[distributed]") {
+  const int port = free_port();
+  std::vector<torch::Tensor> results(3), broadcasts(3);
+  std::vector<std::int64_t> bytes(3);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 3; ++r)
+    ranks.emplace_back([&, r] {
+      ParallelEnvironment env;
+      env.rank = r, env.world = 3, env.master_port = port, env.timeout = std::chrono::seconds(60);
+      ProcessGroup group(env);
+      // Two float buckets (a 64-byte limit splits them) and a double tensor: each the mean over ranks.
+      std::vector<torch::Tensor> t{torch::full({4}, r + 1.0f), torch::full({2, 3}, 10.0f * r),
+                                   torch::full({5}, 2.0 * r, torch::kDouble)};
+      group.average(t, 64);
+      results[r] = torch::cat({t[0], t[1].flatten(), t[2].to(torch::kFloat)});
+      bytes[r] = group.reduced_bytes();
+      auto b = torch::full({3}, static_cast<float>(r));
+      group.broadcast({b});
+      broadcasts[r] = b;
+      group.barrier();
+    });
+  for (auto& t : ranks) t.join();
+  const auto expected = torch::cat({torch::full({4}, 2.0f), torch::full({6}, 10.0f), torch::full({5}, 2.0f)});
+  for (int r = 0; r < 3; ++r) {
+    CHECK(test::max_abs_diff(results[r], expected) < 1e-6);
+    CHECK(test::max_abs_diff(broadcasts[r], torch::zeros({3})) == 0);
+    CHECK(bytes[r] == 4 * 4 + 6 * 4 + 5 * 8);
+  }
+}
+
+TEST_CASE("data-parallel train_base: 2 Gloo processes train the weights of 1; a killed rank ends the other; resume",
+          "[distributed][cli]") {
+  test::TempDir dir;
+  json job = test::tiny_base_job(3);
+  job["steps"] = 6;
+  job["batch"] = 8;
+  job["checkpoint_every"] = 2;
+  const std::string file = (dir / "job.json").string();
+  write_file_atomic(file, job.dump());
+  auto one = test::run_cli("run -q " + file + " --run-dir " + (dir / "one").string());
+  INFO(one.output);
+  REQUIRE(one.exit_code == 0);
+
+  // `--nproc 2` starts two ranks itself; the run folder holds rank 0's files only.
+  auto two = test::run_cli("run -q " + file + " --run-dir " + (dir / "two").string() + " --nproc 2");
+  INFO(two.output);
+  REQUIRE(two.exit_code == 0);
+  // fp32: the mean of two half-batch gradients differs from the whole batch's in the last bits only.
+  check_same_weights(dir / "one" / "model.safetensors", dir / "two" / "model.safetensors", 1e-4);
+  CHECK_THAT(read_file(dir / "two" / "log.jsonl"), Contains("data-parallel: 2 processes, 4 of each batch of 8"));
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir / "two")) files.push_back(e.path().filename().string());
+  std::sort(files.begin(), files.end());
+  CHECK(files == std::vector<std::string>{".lock", "checkpoints", "config.json", "log.jsonl", "model.safetensors",
+                                          "preview.png", "status.json"});
+  auto odd = test::run_cli("run -q " + file + " --run-dir " + (dir / "odd").string() + " --nproc 3");
+  CHECK(odd.exit_code == 1);
+  CHECK_THAT(odd.output, Contains("field 'batch'") && Contains("multiple of the 3"));
+
+  // Rank 1 killed after the first checkpoint: rank 0 stops with one error (well within the 60 s timeout).
+  job["steps"] = 60;
+  write_file_atomic(file, job.dump());
+  const int port = free_port();
+  const std::vector<std::string> args{"run", "-q", file, "--run-dir", (dir / "killed").string()};
+  const pid_t rank0 = start_rank(0, 2, port, args), rank1 = start_rank(1, 2, port, args);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!fs::exists(dir / "killed" / "checkpoints") && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ::kill(rank1, SIGKILL);
+  int status = 0;
+  ::waitpid(rank1, &status, 0);
+  const auto killed_at = std::chrono::steady_clock::now();
+  ::waitpid(rank0, &status, 0);
+  CHECK(std::chrono::steady_clock::now() - killed_at < std::chrono::seconds(60));
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 1);
+  const json state = load_json_file(dir / "killed" / "status.json");
+  CHECK(state["status"] == "failed");
+  CHECK_THAT(state["error"].get<std::string>(), Contains("another rank exited") && Contains("--resume"));
+
+  // Resumed with 2 processes it completes, and matches 1 process trained the same steps.
+  auto full = test::run_cli("run -q " + file + " --run-dir " + (dir / "full").string());
+  REQUIRE(full.exit_code == 0);
+  auto resumed = test::run_cli("run -q " + file + " --run-dir " + (dir / "killed").string() + " --resume --nproc 2");
+  INFO(resumed.output);
+  REQUIRE(resumed.exit_code == 0);
+  check_same_weights(dir / "full" / "model.safetensors", dir / "killed" / "model.safetensors", 1e-3);
+}
