@@ -8,7 +8,14 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 
 namespace atelier {
@@ -58,6 +65,19 @@ ParallelEnvironment parallel_environment(const std::function<const char*(const c
   if (has("ATELIER_DIST_TIMEOUT"))
     env.timeout = std::chrono::seconds(env_int(getenv, "ATELIER_DIST_TIMEOUT", 1, 86400));
   return env;
+}
+
+int free_loopback_port() {
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  const bool ok = s >= 0 && ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+                  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  if (s >= 0) ::close(s);
+  if (!ok) fail("no free loopback port for a data-parallel rendezvous: ", std::strerror(errno));
+  return ntohs(a.sin_port);
 }
 
 torch::Tensor shard_rows(const torch::Tensor& global, const Shard& shard) {

@@ -45,6 +45,9 @@ struct ParallelEnvironment {
 // variable when a value is malformed or out of range. `getenv` defaults to the process environment.
 ParallelEnvironment parallel_environment(const std::function<const char*(const char*)>& getenv = {});
 
+// A loopback TCP port free now (bound to port 0, then released) for a local rendezvous. Error when none.
+int free_loopback_port();
+
 // The rows of a global batch's tensor (dim 0) that belong to `shard`.
 torch::Tensor shard_rows(const torch::Tensor& global, const Shard& shard);
 

@@ -14,6 +14,8 @@
 
 #include "core/atomic_file.h"
 #include "core/safetensors.h"
+#include "studio/job_registry.h"
+#include "tests/toy/toy_job.h"
 
 namespace atelier::test {
 namespace fs = std::filesystem;
@@ -151,6 +153,15 @@ void check_kill_and_resume(const nlohmann::json& job_doc, const std::string& out
   auto b = safetensors::load(dir / "killed" / output).tensors;
   REQUIRE(a.size() == b.size());
   for (const auto& [name, t] : a) CHECK(torch::equal(t, b.at(name)));
+}
+
+const JobRegistry& toy_registry() {
+  static const JobRegistry registry = [] {
+    JobRegistry r = JobRegistry::builtin();
+    r.add<ToyConfig>("toy_regression", "test kind", &toy_regression_job);
+    return r;
+  }();
+  return registry;
 }
 
 }  // namespace atelier::test

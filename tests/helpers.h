@@ -8,6 +8,10 @@
 #include "core/config.h"
 #include "diffusion/dit.h"
 
+namespace atelier {
+class JobRegistry;
+}
+
 namespace atelier::test {
 
 // A fresh, empty folder under the system temp dir, removed when the object dies.
@@ -53,5 +57,8 @@ std::filesystem::path source_path(const std::string& relative);
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b);
 // The parity tests' measure: max |out - ref| / max(1, max |ref|), reported with the test's messages.
 double relative_diff(const torch::Tensor& out, const torch::Tensor& ref);
+
+// The built-in job kinds plus the test-only `toy_regression` (tests/toy/toy_job.h).
+const JobRegistry& toy_registry();
 
 }  // namespace atelier::test

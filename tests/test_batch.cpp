@@ -18,15 +18,6 @@ namespace {
 
 const std::string kToy = ATELIER_TOY_CLI;
 
-const JobRegistry& toy_registry() {
-  static const JobRegistry registry = [] {
-    JobRegistry r = JobRegistry::builtin();
-    r.add<test::ToyConfig>("toy_regression", "test kind", &test::toy_regression_job);
-    return r;
-  }();
-  return registry;
-}
-
 json toy(std::int64_t steps, std::int64_t seed = 0) {
   return {{"kind", "toy_regression"}, {"steps", steps}, {"checkpoint_every", 10}, {"val_every", 1000}, {"seed", seed}};
 }
@@ -49,7 +40,7 @@ BatchReport run_toy_batch(const BatchList& list, const CancelToken& cancel, std:
     }));
     return reporter;
   };
-  return run_batch(JobRunner(toy_registry()), list, BatchShard{}, {}, make_reporter, cancel);
+  return run_batch(JobRunner(test::toy_registry()), list, BatchShard{}, {}, make_reporter, cancel);
 }
 
 // The statuses of a report's jobs, by name (what the summary prints).
@@ -284,7 +275,7 @@ TEST_CASE("Batch: a cancelled job ends the batch; the next run resumes it from i
   CHECK_FALSE(fs::exists(dir / "runs/001-toy_regression"));
   CHECK_THAT(summary_table(cut), Contains("cancelled") && Contains("not run"));
 
-  const JobRunner runner(toy_registry());
+  const JobRunner runner(test::toy_registry());
   const PlannedJob planned = plan_job(runner, list.jobs[0], {});
   CHECK((planned.action == PlannedJob::Action::Resume));
   CHECK(planned.note == "from its last checkpoint");

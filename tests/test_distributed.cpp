@@ -2,9 +2,7 @@
 // train_base on 2 processes over loopback ending with the weights of 1 process; a killed rank ends the
 // other with one error, and the run resumes.
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <catch2/catch.hpp>
@@ -23,19 +21,6 @@ using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A TCP port nobody listens on now (bound to port 0, then released).
-int free_port() {
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(s);
-  return ntohs(a.sin_port);
-}
 
 std::function<const char*(const char*)> env_of(const std::map<std::string, std::string>& vars) {
   return [vars](const char* name) -> const char* {
@@ -107,7 +92,7 @@ TEST_CASE("data-parallel environment: torchrun and SLURM variables, and errors n
 
 TEST_CASE("data-parallel collectives: broadcast from rank 0 and bucketed averages over Gloo on loopback",
           "[distributed]") {
-  const int port = free_port();
+  const int port = free_loopback_port();
   std::vector<torch::Tensor> results(3), broadcasts(3);
   std::vector<std::int64_t> bytes(3);
   std::vector<std::thread> ranks;
@@ -168,7 +153,7 @@ TEST_CASE("data-parallel train_base: 2 Gloo processes train the weights of 1; a 
   // Rank 1 killed after the first checkpoint: rank 0 stops with one error (well within the 60 s timeout).
   job["steps"] = 60;
   write_file_atomic(file, job.dump());
-  const int port = free_port();
+  const int port = free_loopback_port();
   const std::vector<std::string> args{"run", "-q", file, "--run-dir", (dir / "killed").string()};
   const pid_t rank0 = start_rank(0, 2, port, args), rank1 = start_rank(1, 2, port, args);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);

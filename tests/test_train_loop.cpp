@@ -17,15 +17,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const JobRegistry& toy_registry() {
-  static const JobRegistry registry = [] {
-    JobRegistry r = JobRegistry::builtin();
-    r.add<test::ToyConfig>("toy_regression", "test kind", &test::toy_regression_job);
-    return r;
-  }();
-  return registry;
-}
-
 json toy_job(std::int64_t steps) {
   return {{"kind", "toy_regression"}, {"steps", steps}, {"checkpoint_every", 10}, {"val_every", 15}};
 }
@@ -36,7 +27,7 @@ RunResult run_toy(const json& job, const fs::path& run_dir, bool resume, const C
   req.job = job;
   req.run_dir = run_dir;
   req.resume = resume;
-  JobRunner runner(toy_registry());
+  JobRunner runner(test::toy_registry());
   Reporter reporter;
   if (events != nullptr)
     reporter.add_sink(std::make_shared<CallbackSink>([events](const Event& e) { events->push_back(e); }));
@@ -56,14 +47,14 @@ TEST_CASE("scheduled_lr: linear warm-up, then constant or cosine to zero", "[tra
 }
 
 TEST_CASE("A new job kind: its fields reach the CLI and the studio forms with no edits there", "[train_loop][app]") {
-  const JobKind& kind = toy_registry().get("toy_regression");
+  const JobKind& kind = test::toy_registry().get("toy_regression");
   std::vector<std::string> names;
   for (const auto& f : kind.fields) names.push_back(f.name);
   for (const char* expected : {"steps", "batch", "warmup", "grad_clip", "checkpoint_every", "lr", "ema_decay"})
     CHECK(std::find(names.begin(), names.end(), expected) != names.end());
 
   test::TempDir dir;
-  AppState app(dir / "config", toy_registry());
+  AppState app(dir / "config", test::toy_registry());
   app.train.set_kind(kind);
   CHECK(app.train.error.empty());
   app.train.set(kind, "warmup", "-3");
@@ -103,7 +94,7 @@ TEST_CASE("TrainLoop: progress, validation cadence and a cancel that resumes to 
   RunRequest req;
   req.job = toy_job(40);
   req.run_dir = dir / "cut";
-  JobRunner runner(toy_registry());
+  JobRunner runner(test::toy_registry());
   Reporter reporter;
   reporter.add_sink(std::make_shared<CallbackSink>(stop_at));
   REQUIRE(runner.run(runner.prepare(req), reporter, cancel).status == RunResult::Status::Cancelled);

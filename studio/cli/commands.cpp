@@ -2,9 +2,6 @@
 
 #include <torch/torch.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,26 +29,12 @@ namespace atelier::cli {
 
 namespace {
 
-// A loopback TCP port free now (bound to port 0, then released) for the ranks' rendezvous.
-int free_port() {
-  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  const bool ok = s >= 0 && ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-                  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) == 0;
-  if (s >= 0) ::close(s);
-  if (!ok) fail("--nproc: no free loopback port for the processes' rendezvous: ", std::strerror(errno));
-  return ntohs(a.sin_port);
-}
-
 // `run --nproc N`: this program again as ranks 0..N-1 on this machine (torchrun's variables, cores / N
 // threads each unless ATELIER_THREADS says otherwise). Ctrl-C reaches every rank from the terminal. A rank
 // that dies makes the others fail at their next collective (core/distributed.h). Returns rank 0's exit
 // code, or the first failing rank's.
 int launch_ranks(const RunArgs& args) {
-  const int port = free_port();
+  const int port = free_loopback_port();
   std::vector<std::string> argv_text{"atelier", "run", args.job_file};
   for (const auto& o : args.overrides) argv_text.insert(argv_text.end(), {"--set", o});
   if (!args.run_dir.empty()) argv_text.insert(argv_text.end(), {"--run-dir", args.run_dir});
