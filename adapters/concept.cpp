@@ -7,6 +7,7 @@
 #include "adapters/ortho.h"
 #include "adapters/sd_tuning.h"
 #include "core/atomic_file.h"
+#include "core/distributed.h"
 #include "core/runtime.h"
 #include "core/training_state.h"
 #include "data/folder_dataset.h"
@@ -206,11 +207,14 @@ void concept_job(const ConceptConfig& c, JobContext& ctx, AdapterMethod method) 
   const auto on_device = torch::TensorOptions().device(device);
   const std::int64_t batch = c.train.batch;
   loop.run([&](std::int64_t step) {
-    auto x0 = data.batch(step * batch, batch, &rng).to(device);
-    auto t = rng.randint(objective.num_timesteps(), {batch}, on_device);
-    auto noise = rng.randn(x0.sizes(), on_device);
-    auto y =
-        model->drop_labels(torch::full({batch}, label, on_device.dtype(torch::kLong)), rng.rand({batch}, on_device));
+    // The global batch's images and random numbers, as one process draws them; this rank keeps its rows.
+    const Shard& shard = ctx.shard;
+    auto images = data.batch(step * batch, batch, &rng);
+    auto t = shard_rows(rng.randint(objective.num_timesteps(), {batch}, on_device), shard);
+    auto noise = shard_rows(rng.randn(images.sizes(), on_device), shard);
+    auto x0 = shard_rows(images, shard).to(device);
+    auto y = model->drop_labels(torch::full({x0.size(0)}, label, on_device.dtype(torch::kLong)),
+                                shard_rows(rng.rand({batch}, on_device), shard));
     auto terms = objective.losses(model->forward(objective.q_sample(x0, t, noise), t, y), x0, t, noise);
     return TrainStep{terms.loss.mean()};
   });

@@ -8,6 +8,7 @@
 #include "adapters/lora.h"
 #include "adapters/lora_files.h"
 #include "adapters/ortho.h"
+#include "core/distributed.h"
 #include "core/image.h"
 #include "core/report.h"
 #include "core/runtime.h"
@@ -61,14 +62,17 @@ struct SDTraining {
     return std::to_string(captions.size()) + " captioned images at " + std::to_string(sd.info.default_size) + " px";
   }
 
-  // The denoising loss of step `step` (batch positions from the seeded epochs of `seed`).
-  torch::Tensor loss(std::int64_t step, std::int64_t batch, std::uint64_t seed, Rng& rng) {
+  // The denoising loss of step `step` (batch positions from the seeded epochs of `seed`) on this rank's
+  // rows of the global batch, whose random numbers are drawn as one process draws them.
+  torch::Tensor loss(std::int64_t step, std::int64_t batch, std::uint64_t seed, Rng& rng, const Shard& shard) {
     const auto& schedule = sd.schedule;
     const auto on_device = torch::TensorOptions().device(device());
-    const auto idx = epoch_positions(latents.size(0), seed, step * batch, batch).to(device());
+    const auto idx = shard_rows(epoch_positions(latents.size(0), seed, step * batch, batch), shard).to(device());
     auto z0 = latents.index_select(0, idx);
-    auto t = rng.randint(schedule.size(), {batch}, on_device);
-    auto noise = rng.randn(z0.sizes(), on_device);
+    auto noise_shape = z0.sizes().vec();
+    noise_shape[0] = batch;
+    auto t = shard_rows(rng.randint(schedule.size(), {batch}, on_device), shard);
+    auto noise = shard_rows(rng.randn(noise_shape, on_device), shard);
     auto a = schedule.alphas_cumprod.to(device(), torch::kFloat).index_select(0, t).view({-1, 1, 1, 1});
     auto zt = a.sqrt() * z0 + (1 - a).sqrt() * noise;
     auto target = sd.info.prediction == Prediction::v ? a.sqrt() * noise - (1 - a).sqrt() * z0 : noise;
@@ -193,7 +197,7 @@ void sd_lora_job(const ConceptConfig& c, JobContext& ctx, bool ortho) {
 
   // Loop: the UNet's denoising loss on the encoded folder, LoRA attached.
   const auto seed = static_cast<std::uint64_t>(c.seed) + 7;
-  loop.run([&](std::int64_t step) { return TrainStep{run.loss(step, c.train.batch, seed, rng)}; });
+  loop.run([&](std::int64_t step) { return TrainStep{run.loss(step, c.train.batch, seed, rng, ctx.shard)}; });
 
   // Finish: the adapter and the samples after training.
   write_adapter();
@@ -284,7 +288,7 @@ void sd_difffit_job(const FineTuneConfig& c, JobContext& ctx) {
 
   // Loop: the UNet's denoising loss on the encoded folder.
   const auto seed = static_cast<std::uint64_t>(c.seed) + 7;
-  loop.run([&](std::int64_t step) { return TrainStep{run.loss(step, c.train.batch, seed, rng)}; });
+  loop.run([&](std::int64_t step) { return TrainStep{run.loss(step, c.train.batch, seed, rng, ctx.shard)}; });
 
   // Finish: the adapter and the samples after training.
   write_adapter();

@@ -3,6 +3,7 @@
 // and src/diffusers/schedulers/scheduling_lcm.py (the same scalings at sampling time).
 #include "distill/consistency.h"
 
+#include "core/distributed.h"
 #include "core/error.h"
 #include "core/rng.h"
 
@@ -63,17 +64,19 @@ torch::Tensor pseudo_huber(const torch::Tensor& a, const torch::Tensor& b, doubl
 
 torch::Tensor consistency_loss(DiT& student, DiT& target, DiT& teacher, const NoiseSchedule& schedule,
                                Prediction prediction, const shapes::Batch& data, const ConsistencySettings& settings,
-                               Rng& rng) {
+                               Rng& rng, const Shard& shard) {
   if (settings.steps.original_steps < 1 || settings.steps.num_train_timesteps % settings.steps.original_steps != 0)
     fail_field("original_steps", settings.steps.original_steps, " does not divide the ",
                settings.steps.num_train_timesteps, " training timesteps");
   const auto device = student->pos_embed.device();
   const auto on_device = torch::TensorOptions().device(device);
-  const auto batch = data.images.size(0);
+  const auto batch = data.images.size(0) * shard.world;  // the global batch the random numbers are drawn for
   auto x0 = data.images.to(device);
   auto labels = data.labels.to(device);
-  auto index = rng.randint(settings.steps.original_steps, {batch}, on_device);
-  auto noise = rng.randn(data.images.sizes(), on_device);
+  auto noise_shape = data.images.sizes().vec();
+  noise_shape[0] = batch;
+  auto index = shard_rows(rng.randint(settings.steps.original_steps, {batch}, on_device), shard);
+  auto noise = shard_rows(rng.randn(noise_shape, on_device), shard);
   auto t = settings.steps.timesteps(index);
   auto t_prev = settings.steps.previous(t);
   auto x_t = add_noise(schedule, x0, noise, t);

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/job.h"
 #include "data/shapes.h"
 #include "diffusion/dit.h"
 #include "diffusion/generate.h"
@@ -61,10 +62,12 @@ struct ConsistencySettings {
 
 // The distillation loss on a batch of clean images with labels: index i, then noise, drawn from `rng` in
 // that order; the student's f at (x_t, t) against the target network's f at the teacher's x_{t_prev}
-// (target and teacher without gradients). Returns the per-sample loss [N].
+// (target and teacher without gradients). Returns the per-sample loss [N]. In a data-parallel run `data`
+// holds this rank's rows of the global batch: i and the noise are drawn for the global batch and the
+// rank's rows kept (core/distributed.h).
 torch::Tensor consistency_loss(DiT& student, DiT& target, DiT& teacher, const NoiseSchedule& schedule,
                                Prediction prediction, const shapes::Batch& data, const ConsistencySettings& settings,
-                               Rng& rng);
+                               Rng& rng, const Shard& shard = {});
 
 // How a few-step model samples: the LCM sampler at `steps` steps with no guidance pass (guidance is
 // folded into a distilled student).

@@ -127,8 +127,10 @@ void distill_steps_job(const DistillStepsConfig& c, JobContext& ctx) {
   });
   student->train();
   loop.run([&](std::int64_t step) {
-    const auto batch = shapes::make_batch(spec, 0, step * c.train.batch, c.train.batch);
-    return TrainStep{consistency_loss(student, target, teacher, schedule, prediction, batch, settings, rng).mean()};
+    const std::int64_t b = c.train.batch;  // this rank's rows of the global batch (all of it in one process)
+    const auto batch = shapes::make_batch(spec, 0, step * b + ctx.shard.first(b), ctx.shard.size(b));
+    return TrainStep{
+        consistency_loss(student, target, teacher, schedule, prediction, batch, settings, rng, ctx.shard).mean()};
   });
   write_model();
 

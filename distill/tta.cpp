@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "core/atomic_file.h"
+#include "core/distributed.h"
 #include "core/image.h"
 #include "core/runtime.h"
 #include "core/safetensors.h"
@@ -228,7 +229,7 @@ void sda_job(const SdaConfig& c, JobContext& ctx) {
   TrainLoop loop(ctx, c.train, {{{"model.", tuned.net.get()}}, &opt, &rng}, LrDecay::Cosine);
   loop.run([&](std::int64_t step) {
     Rng pick(static_cast<std::uint64_t>(c.seed) * 1000003ull + static_cast<std::uint64_t>(step));
-    const auto idx = pick.randint(projected.size(0), {c.train.batch});
+    const auto idx = shard_rows(pick.randint(projected.size(0), {c.train.batch}), ctx.shard);  // this rank's rows
     tuned.net->train();
     auto x = projected.index_select(0, idx).to(device);
     auto logits = tuned.net->forward(x).first;

@@ -1,6 +1,7 @@
 #include "eval/train_probe.h"
 
 #include "core/atomic_file.h"
+#include "core/distributed.h"
 #include "core/image.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
@@ -83,11 +84,12 @@ void train_probe(const ProbeConfig& c, JobContext& ctx) {
   loop.every(c.eval_every,
              [&](std::int64_t done) { ctx.report.progress("eval", done, c.schedule.steps, validate(net, val)); });
   loop.run([&](std::int64_t step) {
+    // The global batch and its augmentation as one process draws them; this rank keeps its rows.
     auto batch = probe_batch(seed, 0, step * c.schedule.batch, c.schedule.batch, size);
-    auto x = augment(batch.images, rng, c.noise_aug, c.blur_prob);
+    auto x = shard_rows(augment(batch.images, rng, c.noise_aug, c.blur_prob), ctx.shard);
     auto [logits, style_logits] = net->forward(x);
-    return TrainStep{torch::cross_entropy_loss(logits, batch.labels) +
-                     0.5 * torch::cross_entropy_loss(style_logits, batch.styles)};
+    return TrainStep{torch::cross_entropy_loss(logits, shard_rows(batch.labels, ctx.shard)) +
+                     0.5 * torch::cross_entropy_loss(style_logits, shard_rows(batch.styles, ctx.shard))};
   });
 
   const auto metrics = validate(net, val);

@@ -14,6 +14,7 @@
 #include "core/atomic_file.h"
 #include "core/distributed.h"
 #include "core/safetensors.h"
+#include "data/presets.h"
 #include "tests/helpers.h"
 
 using namespace atelier;
@@ -178,4 +179,46 @@ TEST_CASE("data-parallel train_base: 2 Gloo processes train the weights of 1; a 
   INFO(resumed.output);
   REQUIRE(resumed.exit_code == 0);
   check_same_weights(dir / "full" / "model.safetensors", dir / "killed" / "model.safetensors", 1e-3);
+}
+
+TEST_CASE("data-parallel: the kinds that shard their batch train the same tensors on 2 processes as on 1",
+          "[distributed][cli]") {
+  test::TempDir dir;
+  const fs::path base = test::tiny_base_model(dir);
+  json difffit = test::tiny_finetune_job(base, "difffit");
+  difffit["probe"] = "";
+  const json concept_job = {
+      {"kind", "lora"}, {"base", base.string()}, {"glyph", "bolt"},   {"steps", 3}, {"batch", 4}, {"rank", 2},
+      {"alpha", 2},     {"sample_every", 100},   {"sample_steps", 2}, {"probe", ""}};
+  const json distill = {{"kind", "distill_steps"}, {"teacher", base.string()}, {"steps", 3},  {"batch", 4},
+                        {"sample_every", 1000},    {"eval_steps", {1}},        {"probe", ""}, {"teacher_steps", 1},
+                        {"eval_per_class", 1}};
+  const json probe = {{"kind", "train_probe"}, {"steps", 4},        {"batch", 8},           {"width", 4},
+                      {"val_samples", 16},     {"eval_every", 100}, {"checkpoint_every", 2}};
+  write_shapes_folder({{"classes", {"circle", "star"}}, {"styles", {"night"}}}, 16, 4, dir / "art");
+  const json sd = {{"kind", "difffit"},
+                   {"base", test::source_path("tests/fixtures/sd/tiny").string()},
+                   {"images", (dir / "art").string()},
+                   {"steps", 3},
+                   {"batch", 4},
+                   {"sample_every", 1000},
+                   {"sample_steps", 1},
+                   {"probe", ""},
+                   {"tokenizer", test::source_path("assets/text/bpe_simple_vocab_16e6.txt.gz").string()}};
+  const std::vector<std::tuple<std::string, json, std::string>> kinds{{"difffit", difffit, "adapter.safetensors"},
+                                                                      {"concept", concept_job, "adapter.safetensors"},
+                                                                      {"distill", distill, "model.safetensors"},
+                                                                      {"probe", probe, "probe.safetensors"},
+                                                                      {"sd", sd, "adapter.safetensors"}};
+  for (const auto& [name, job, output] : kinds) {
+    INFO(name);
+    const std::string file = (dir / (name + ".json")).string();
+    write_file_atomic(file, job.dump());
+    for (const char* n : {"1", "2"}) {
+      auto r = test::run_cli("run -q " + file + " --run-dir " + (dir / (name + n)).string() + " --nproc " + n);
+      INFO(r.output);
+      REQUIRE(r.exit_code == 0);
+    }
+    check_same_weights(dir / (name + "1") / output, dir / (name + "2") / output, 1e-4);
+  }
 }
