@@ -5,6 +5,7 @@
 #ifndef USE_C10D_GLOO
 #define USE_C10D_GLOO
 #endif
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -51,6 +52,10 @@ ParallelEnvironment parallel_environment(const std::function<const char*(const c
     env.world = env_int(getenv, "WORLD_SIZE", 1, 65536);
     env.rank = has("RANK") ? env_int(getenv, "RANK", 0, env.world - 1) : 0;
     env.local_rank = has("LOCAL_RANK") ? env_int(getenv, "LOCAL_RANK", 0, 65535) : env.rank;
+    env.agent_store =
+        has("TORCHELASTIC_USE_AGENT_STORE") && std::string(getenv("TORCHELASTIC_USE_AGENT_STORE")) == "True";
+    if (has("TORCHELASTIC_RESTART_COUNT"))
+      env.restart_count = env_int(getenv, "TORCHELASTIC_RESTART_COUNT", 0, 1 << 30);
   } else if (has("SLURM_NTASKS") && has("SLURM_PROCID") && env_int(getenv, "SLURM_NTASKS", 1, 65536) > 1) {
     env.source = "SLURM";
     env.world = env_int(getenv, "SLURM_NTASKS", 1, 65536);
@@ -94,11 +99,15 @@ ProcessGroup::ProcessGroup(const ParallelEnvironment& env) : env_(env), impl_(st
   try {
     c10d::TCPStoreOptions o;
     o.port = static_cast<std::uint16_t>(env.master_port);
-    o.isServer = env.rank == 0;
+    o.isServer = env.rank == 0 && !env.agent_store;
     o.numWorkers = env.world;
-    o.waitWorkers = true;
+    o.waitWorkers = true;  // clients count themselves in; the server waits for all
     o.timeout = env.timeout;
-    impl_->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, o);
+    auto tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, o);
+    impl_->store = tcp;
+    if (env.agent_store)
+      impl_->store =
+          c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + std::to_string(env.restart_count), tcp);
     auto options = c10d::ProcessGroupGloo::Options::create(env.timeout);
     // Loopback for one machine; GLOO_SOCKET_IFNAME's interface, or the host name's address, across nodes.
     const char* interface = std::getenv("GLOO_SOCKET_IFNAME");

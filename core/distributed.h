@@ -36,12 +36,17 @@ struct ParallelEnvironment {
   int master_port = 29500;
   std::string source = "single process";  // "torchrun", "SLURM" or "single process"
   std::chrono::seconds timeout{600};      // ATELIER_DIST_TIMEOUT: rendezvous and each collective
+  // torchrun's agent already serves the store at MASTER_ADDR:MASTER_PORT (TORCHELASTIC_USE_AGENT_STORE):
+  // every rank is a client, under the prefix of the agent's restart count, as torch.distributed does.
+  bool agent_store = false;
+  int restart_count = 0;  // TORCHELASTIC_RESTART_COUNT
 
   bool distributed() const { return world > 1; }
 };
 
-// Reads RANK/WORLD_SIZE/LOCAL_RANK, else SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID (a SLURM step of more
-// than one task), with MASTER_ADDR, MASTER_PORT and ATELIER_DIST_TIMEOUT (seconds). Error naming the
+// Reads RANK/WORLD_SIZE/LOCAL_RANK (and torchrun's TORCHELASTIC_USE_AGENT_STORE and
+// TORCHELASTIC_RESTART_COUNT), else SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID (a SLURM step of more than one
+// task), with MASTER_ADDR, MASTER_PORT and ATELIER_DIST_TIMEOUT (seconds). Error naming the
 // variable when a value is malformed or out of range. `getenv` defaults to the process environment.
 ParallelEnvironment parallel_environment(const std::function<const char*(const char*)>& getenv = {});
 

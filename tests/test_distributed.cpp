@@ -7,6 +7,8 @@
 #include <unistd.h>
 #include <catch2/catch.hpp>
 
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
 #include <chrono>
 #include <map>
 #include <thread>
@@ -79,6 +81,13 @@ TEST_CASE("data-parallel environment: torchrun and SLURM variables, and errors n
   CHECK(torchrun.master_port == 29511);
   CHECK(torchrun.timeout.count() == 30);
   CHECK(torchrun.source == "torchrun");
+  CHECK_FALSE(torchrun.agent_store);
+  const auto agent = parallel_environment(env_of({{"RANK", "0"},
+                                                  {"WORLD_SIZE", "2"},
+                                                  {"TORCHELASTIC_USE_AGENT_STORE", "True"},
+                                                  {"TORCHELASTIC_RESTART_COUNT", "2"}}));
+  CHECK(agent.agent_store);
+  CHECK(agent.restart_count == 2);
   const auto slurm = parallel_environment(
       env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}, {"SLURM_LOCALID", "0"}, {"MASTER_ADDR", "node1"}}));
   CHECK(slurm.world == 2);
@@ -93,7 +102,18 @@ TEST_CASE("data-parallel environment: torchrun and SLURM variables, and errors n
 
 TEST_CASE("data-parallel collectives: broadcast from rank 0 and bucketed averages over Gloo on loopback",
           "[distributed]") {
+  // Rank 0 serves the rendezvous store, or (torchrun's agent store) every rank is a client of one served
+  // by the launcher, here the test.
+  const bool agent = GENERATE(false, true);
+  INFO("agent store: " << agent);
   const int port = free_loopback_port();
+  c10::intrusive_ptr<c10d::TCPStore> launcher_store;
+  if (agent) {
+    c10d::TCPStoreOptions o;
+    o.port = static_cast<std::uint16_t>(port);
+    o.isServer = true;
+    launcher_store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", o);
+  }
   std::vector<torch::Tensor> results(3), broadcasts(3);
   std::vector<std::int64_t> bytes(3);
   std::vector<std::thread> ranks;
@@ -101,6 +121,7 @@ TEST_CASE("data-parallel collectives: broadcast from rank 0 and bucketed average
     ranks.emplace_back([&, r] {
       ParallelEnvironment env;
       env.rank = r, env.world = 3, env.master_port = port, env.timeout = std::chrono::seconds(60);
+      env.agent_store = agent;
       ProcessGroup group(env);
       // Two float buckets (a 64-byte limit splits them) and a double tensor: each the mean over ranks.
       std::vector<torch::Tensor> t{torch::full({4}, r + 1.0f), torch::full({2, 3}, 10.0f * r),
