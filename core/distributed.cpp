@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <mutex>
 
 namespace atelier {
 namespace {
@@ -176,6 +177,125 @@ void ProcessGroup::average(const std::vector<torch::Tensor>& tensors, std::int64
       bytes += size;
     }
     if (!bucket.empty()) reduce(bucket);
+  }
+}
+
+constexpr unsigned kNoHook = ~0u;
+
+struct GradientAverager::State {
+  struct Bucket {
+    std::vector<std::size_t> members;  // parameter indices
+    std::vector<std::int64_t> offsets;
+    torch::Tensor buffer;
+    std::size_t pending = 0;
+    c10::intrusive_ptr<c10d::Work> work;
+  };
+  ProcessGroup* group = nullptr;
+  std::vector<torch::Tensor> params;
+  std::vector<unsigned> hooks;
+  std::vector<std::pair<std::size_t, std::size_t>> slot;  // parameter -> (bucket, member position)
+  std::vector<Bucket> buckets;
+  std::vector<bool> got;
+  bool active = false;
+  std::mutex mutex;
+
+  void launch(Bucket& b) {
+    std::vector<at::Tensor> one{b.buffer};
+    group->reduced_bytes_ += b.buffer.numel() * static_cast<std::int64_t>(b.buffer.element_size());
+    try {
+      b.work = group->impl_->group->allreduce(one);
+    } catch (const std::exception& e) {
+      fail_collective("gradient all-reduce", group->env_, e);
+    }
+  }
+  void on_grad(std::size_t i, const torch::Tensor& g) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!active || got[i]) return;
+    const auto [k, m] = slot[i];
+    Bucket& b = buckets[k];
+    b.buffer.narrow(0, b.offsets[m], g.numel()).copy_(g.detach().reshape(-1));
+    got[i] = true;
+    if (--b.pending == 0) launch(b);
+  }
+};
+
+GradientAverager::GradientAverager(ProcessGroup& group, const std::vector<torch::Tensor>& params,
+                                   std::int64_t bucket_bytes)
+    : state_(std::make_shared<State>()) {
+  State& s = *state_;
+  s.group = &group;
+  s.params = params;
+  s.slot.resize(params.size());
+  s.got.assign(params.size(), false);
+  std::int64_t bytes = 0;
+  for (std::size_t j = params.size(); j-- > 0;) {  // reverse: roughly the order backward reaches them
+    const auto& p = params[j];
+    const std::int64_t size = p.numel() * static_cast<std::int64_t>(p.element_size());
+    const bool fits = !s.buckets.empty() && bytes + size <= bucket_bytes &&
+                      s.params[s.buckets.back().members.front()].options().type_equal(p.options());
+    if (!fits) {
+      s.buckets.emplace_back();
+      bytes = 0;
+    }
+    auto& b = s.buckets.back();
+    s.slot[j] = {s.buckets.size() - 1, b.members.size()};
+    b.offsets.push_back(b.members.empty() ? 0 : b.offsets.back() + params[b.members.back()].numel());
+    b.members.push_back(j);
+    bytes += size;
+  }
+  for (auto& b : s.buckets) {
+    const auto& last = params[b.members.back()];
+    b.buffer = torch::zeros({b.offsets.back() + last.numel()}, last.options().requires_grad(false));
+  }
+  std::weak_ptr<State> weak = state_;
+  for (std::size_t i = 0; i < params.size(); ++i)  // a frozen parameter gets no gradient: zeros at finish()
+    s.hooks.push_back(!params[i].requires_grad() ? kNoHook : params[i].register_hook([weak, i](const torch::Tensor& g) {
+      if (auto state = weak.lock()) state->on_grad(i, g);
+    }));
+}
+
+GradientAverager::~GradientAverager() {
+  for (std::size_t i = 0; i < state_->params.size(); ++i)
+    if (state_->hooks[i] != kNoHook) state_->params[i].remove_hook(state_->hooks[i]);
+}
+
+std::size_t GradientAverager::buckets() const {
+  return state_->buckets.size();
+}
+
+void GradientAverager::begin() {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  for (auto& b : state_->buckets) {
+    b.pending = b.members.size();
+    b.work.reset();
+  }
+  std::fill(state_->got.begin(), state_->got.end(), false);
+  state_->active = true;
+}
+
+void GradientAverager::finish() {
+  torch::NoGradGuard no_grad;
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.active = false;
+  for (auto& b : s.buckets) {
+    if (b.work) continue;
+    for (std::size_t m = 0; m < b.members.size(); ++m)  // parameters backward did not reach: zeros
+      if (!s.got[b.members[m]]) b.buffer.narrow(0, b.offsets[m], s.params[b.members[m]].numel()).zero_();
+    s.launch(b);
+  }
+  for (auto& b : s.buckets) {
+    try {
+      b.work->wait();
+    } catch (const std::exception& e) {
+      fail_collective("gradient all-reduce", s.group->env_, e);
+    }
+    b.buffer.div_(s.group->world());
+    for (std::size_t m = 0; m < b.members.size(); ++m) {
+      auto& p = s.params[b.members[m]];
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+      p.mutable_grad().copy_(b.buffer.narrow(0, b.offsets[m], p.numel()).view_as(p));
+    }
   }
 }
 

@@ -79,10 +79,32 @@ class ProcessGroup {
   std::int64_t reduced_bytes() const { return reduced_bytes_; }
 
  private:
+  friend class GradientAverager;
   struct Impl;
   ParallelEnvironment env_;
   std::unique_ptr<Impl> impl_;
   std::int64_t reduced_bytes_ = 0;
+};
+
+// Gradient averaging overlapped with the backward pass: the parameters are split into buckets of at most
+// `bucket_bytes` in reverse order (the order backward produces their gradients); a hook on each parameter
+// copies its gradient into its bucket's buffer, and a full bucket's all-reduce starts at once (Gloo runs
+// it on its own threads) while backward goes on. finish() starts what is left (a parameter without a
+// gradient counts as zeros), waits, and writes the means into the parameters' .grad. The hooks act only
+// between begin() and finish(), so a job's other backward passes are left alone.
+class GradientAverager {
+ public:
+  GradientAverager(ProcessGroup& group, const std::vector<torch::Tensor>& params, std::int64_t bucket_bytes = 25 << 20);
+  ~GradientAverager();
+  GradientAverager(const GradientAverager&) = delete;
+  GradientAverager& operator=(const GradientAverager&) = delete;
+  void begin();
+  void finish();
+  std::size_t buckets() const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;  // shared with the hooks
 };
 
 }  // namespace atelier

@@ -69,6 +69,11 @@ void TrainLoop::start_parallel() {
     for (const auto& b : module->buffers()) tensors.push_back(b);
   }
   group.broadcast(tensors);
+  // The optimizer's gradients are averaged over the ranks in buckets, overlapped with backward.
+  std::vector<torch::Tensor> params;
+  for (auto& g : parts_.optimizer->param_groups())
+    for (const auto& p : g.params()) params.push_back(p);
+  averager_ = std::make_shared<GradientAverager>(group, params);
   double bytes = 0;  // what each step all-reduces: the optimizer's gradients
   for (auto& g : parts_.optimizer->param_groups())
     for (const auto& p : g.params()) bytes += static_cast<double>(p.numel() * p.element_size());
@@ -90,18 +95,6 @@ void TrainLoop::reduce_step(TrainStep& r) {
   reduced_loss_ = all[0].item<double>();
   std::size_t k = 1;
   for (auto& [name, value] : r.scalars) value = all[static_cast<std::int64_t>(k++)];
-}
-
-// Gradients of the optimizer's parameters averaged over the ranks (a parameter without one gets zeros, so
-// every rank reduces the same buffers).
-void TrainLoop::average_gradients() {
-  std::vector<torch::Tensor> grads;
-  for (auto& g : parts_.optimizer->param_groups())
-    for (auto& p : g.params()) {
-      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-      grads.push_back(p.grad());
-    }
-  ctx_.parallel->average(grads);
 }
 
 void TrainLoop::ema(torch::nn::Module& ema, const torch::nn::Module& model, double decay) {
@@ -140,8 +133,9 @@ void TrainLoop::run(const std::function<TrainStep(std::int64_t)>& step_fn) {
     std::string bad = std::isfinite(loss) ? "" : "loss " + std::to_string(loss);
     if (opt != nullptr && bad.empty()) {
       opt->zero_grad();
+      if (averager_) averager_->begin();
       r.loss.backward();
-      if (ctx_.parallel != nullptr) average_gradients();
+      if (averager_) averager_->finish();
       const double norm =
           schedule_.grad_clip > 0 ? torch::nn::utils::clip_grad_norm_(clip_, schedule_.grad_clip) : grad_norm(clip_);
       if (!std::isfinite(norm)) bad = "gradient norm " + std::to_string(norm);

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,8 @@
 #include "core/training_state.h"
 
 namespace atelier {
+
+class GradientAverager;  // core/distributed.h
 
 // What a step whose loss or gradient is not finite does: stop the job with an error (nothing of that
 // state is written; the last good checkpoint stays), or skip the update with a warning.
@@ -124,7 +127,6 @@ class TrainLoop {
  private:
   void start_parallel();
   void reduce_step(TrainStep& r);
-  void average_gradients();
 
   struct Action {
     std::int64_t every;
@@ -144,6 +146,7 @@ class TrainLoop {
   std::int64_t start_ = 0;
   double step_seconds_ = 0;
   double reduced_loss_ = 0;
+  std::shared_ptr<GradientAverager> averager_;  // data-parallel runs
 };
 
 }  // namespace atelier

@@ -143,6 +143,51 @@ TEST_CASE("data-parallel collectives: broadcast from rank 0 and bucketed average
   }
 }
 
+TEST_CASE("data-parallel gradients: averaged in buckets from hooks during backward; unused parameters count as zeros",
+          "[distributed]") {
+  const int port = free_loopback_port();
+  std::vector<std::vector<torch::Tensor>> grads(2), outside(2);
+  std::vector<std::size_t> buckets(2);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r)
+    ranks.emplace_back([&, r] {
+      ParallelEnvironment env;
+      env.rank = r, env.world = 2, env.master_port = port, env.timeout = std::chrono::seconds(60);
+      ProcessGroup group(env);
+      torch::manual_seed(0);  // same parameters on both ranks, different inputs
+      auto w = torch::randn({3, 4}).requires_grad_(), b = torch::randn({3}).requires_grad_(),
+           unused = torch::randn({2}).requires_grad_();
+      GradientAverager averager(group, {w, b, unused}, 16);  // 16 bytes: one bucket per tensor
+      buckets[r] = averager.buckets();
+      const auto x = torch::full({5, 4}, r + 1.0f);
+      averager.begin();
+      torch::nn::functional::linear(x, w, b).pow(2).sum().backward();
+      averager.finish();
+      grads[r] = {w.grad().clone(), b.grad().clone(), unused.grad().clone()};
+      // A backward pass outside begin()/finish() is this rank's own.
+      w.mutable_grad().zero_();
+      torch::nn::functional::linear(x, w, b).sum().backward();
+      outside[r] = {w.grad().clone()};
+    });
+  for (auto& t : ranks) t.join();
+  CHECK(buckets[0] == 3);
+  // The expected mean: each rank's gradient computed alone, averaged.
+  torch::manual_seed(0);
+  auto w = torch::randn({3, 4}).requires_grad_(), b = torch::randn({3}).requires_grad_();
+  torch::Tensor gw = torch::zeros({3, 4}), gb = torch::zeros({3});
+  for (int r = 0; r < 2; ++r) {
+    w.mutable_grad() = torch::Tensor(), b.mutable_grad() = torch::Tensor();
+    torch::nn::functional::linear(torch::full({5, 4}, r + 1.0f), w, b).pow(2).sum().backward();
+    gw += w.grad() / 2, gb += b.grad() / 2;
+  }
+  for (int r = 0; r < 2; ++r) {
+    CHECK(test::relative_diff(grads[r][0], gw) < 1e-6);
+    CHECK(test::relative_diff(grads[r][1], gb) < 1e-6);
+    CHECK(test::max_abs_diff(grads[r][2], torch::zeros({2})) == 0);
+    CHECK(test::max_abs_diff(outside[r][0], torch::full({3, 4}, 5.0f * (r + 1))) == 0);
+  }
+}
+
 TEST_CASE("data-parallel train_base: 2 Gloo processes train the weights of 1; a killed rank ends the other; resume",
           "[distributed][cli]") {
   test::TempDir dir;
