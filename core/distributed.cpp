@@ -154,7 +154,7 @@ void ProcessGroup::average(const std::vector<torch::Tensor>& tensors, std::int64
     try {
       impl_->group->allreduce(buffer)->wait();
     } catch (const std::exception& e) {
-      fail_collective("gradient all-reduce", env_, e);
+      fail_collective("all-reduce", env_, e);
     }
     buffer[0].div_(env_.world);
     std::int64_t offset = 0;

@@ -213,6 +213,13 @@ TEST_CASE("data-parallel train_base: 2 Gloo processes train the weights of 1; a 
   std::sort(files.begin(), files.end());
   CHECK(files == std::vector<std::string>{".lock", "checkpoints", "config.json", "log.jsonl", "model.safetensors",
                                           "preview.png", "status.json"});
+  // Continued on 1 process for 4 more steps, it re-shards exactly: the weights of 1 process trained 10 steps.
+  auto more = test::run_cli("run -q " + file + " --run-dir " + (dir / "two").string() + " --resume --set steps=10");
+  INFO(more.output);
+  REQUIRE(more.exit_code == 0);
+  auto ten = test::run_cli("run -q " + file + " --run-dir " + (dir / "ten").string() + " --set steps=10");
+  REQUIRE(ten.exit_code == 0);
+  check_same_weights(dir / "ten" / "model.safetensors", dir / "two" / "model.safetensors", 1e-4);
   auto odd = test::run_cli("run -q " + file + " --run-dir " + (dir / "odd").string() + " --nproc 3");
   CHECK(odd.exit_code == 1);
   CHECK_THAT(odd.output, Contains("field 'batch'") && Contains("multiple of the 3"));
