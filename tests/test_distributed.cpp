@@ -154,9 +154,9 @@ TEST_CASE("data-parallel gradients: averaged in buckets from hooks during backwa
       ParallelEnvironment env;
       env.rank = r, env.world = 2, env.master_port = port, env.timeout = std::chrono::seconds(60);
       ProcessGroup group(env);
-      torch::manual_seed(0);  // same parameters on both ranks, different inputs
-      auto w = torch::randn({3, 4}).requires_grad_(), b = torch::randn({3}).requires_grad_(),
-           unused = torch::randn({2}).requires_grad_();
+      // The same parameters on both ranks (no global generator: the ranks are threads), different inputs.
+      auto w = torch::linspace(-1, 1, 12).view({3, 4}).requires_grad_(), b = torch::linspace(0, 1, 3).requires_grad_(),
+           unused = torch::ones({2}).requires_grad_();
       GradientAverager averager(group, {w, b, unused}, 16);  // 16 bytes: one bucket per tensor
       buckets[r] = averager.buckets();
       const auto x = torch::full({5, 4}, r + 1.0f);
@@ -172,8 +172,7 @@ TEST_CASE("data-parallel gradients: averaged in buckets from hooks during backwa
   for (auto& t : ranks) t.join();
   CHECK(buckets[0] == 3);
   // The expected mean: each rank's gradient computed alone, averaged.
-  torch::manual_seed(0);
-  auto w = torch::randn({3, 4}).requires_grad_(), b = torch::randn({3}).requires_grad_();
+  auto w = torch::linspace(-1, 1, 12).view({3, 4}).requires_grad_(), b = torch::linspace(0, 1, 3).requires_grad_();
   torch::Tensor gw = torch::zeros({3, 4}), gb = torch::zeros({3});
   for (int r = 0; r < 2; ++r) {
     w.mutable_grad() = torch::Tensor(), b.mutable_grad() = torch::Tensor();
