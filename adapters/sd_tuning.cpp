@@ -265,13 +265,7 @@ void sd_difffit_job(const FineTuneConfig& c, JobContext& ctx) {
   // Previews and the adapter carry the EMA values, swapped in for the call.
   auto with_ema = [&](const auto& f) {
     torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> kept;
-    for (std::size_t i = 0; i < named.size(); ++i) {
-      kept.push_back(live->values[i].detach().clone());
-      live->values[i].detach().copy_(ema->values[i]);
-    }
-    f();
-    for (std::size_t i = 0; i < named.size(); ++i) live->values[i].detach().copy_(kept[i]);
+    with_values_of(*live, *ema, f);
   };
   auto write_adapter = [&] {
     TensorMap tensors;

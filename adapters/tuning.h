@@ -88,14 +88,8 @@ struct TrainedTensors {
   template <class F>
   void with_ema(DiT& model, F&& f) {
     torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> kept;
-    for (std::size_t i = 0; i < named.size(); ++i) {
-      kept.push_back(live->values[i].detach().clone());
-      live->values[i].detach().copy_(ema->values[i]);
-    }
     model->eval();
-    f();
-    for (std::size_t i = 0; i < named.size(); ++i) live->values[i].detach().copy_(kept[i]);
+    with_values_of(*live, *ema, f);
     model->train();
   }
 };

@@ -64,6 +64,23 @@ class TensorSetImpl : public torch::nn::Module {
 };
 TORCH_MODULE(TensorSet);
 
+// Runs `f` with `from`'s values (an EMA, say) in `into`'s tensors, then puts `into`'s own values back; both
+// sets hold the same tensors in the same order.
+template <class F>
+void with_values_of(TensorSetImpl& into, const TensorSetImpl& from, F&& f) {
+  std::vector<torch::Tensor> kept;
+  {
+    torch::NoGradGuard no_grad;
+    for (std::size_t i = 0; i < into.values.size(); ++i) {
+      kept.push_back(into.values[i].detach().clone());
+      into.values[i].detach().copy_(from.values[i]);
+    }
+  }
+  f();
+  torch::NoGradGuard no_grad;
+  for (std::size_t i = 0; i < into.values.size(); ++i) into.values[i].detach().copy_(kept[i]);
+}
+
 // Exponential moving average of a module's parameters (buffers copied).
 void ema_update(torch::nn::Module& ema, const torch::nn::Module& model, double decay);
 
