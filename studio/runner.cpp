@@ -124,9 +124,12 @@ PreparedRun JobRunner::prepare(const RunRequest& request) const {
 
 namespace {
 
-// The job, its errors as the result (Completed, Cancelled or Failed with the message).
+// The job, its errors as the result (Completed, Cancelled or Failed with the message). The ranks of a
+// data-parallel run meet first: a rank that failed its checks or its run-folder set-up has exited, and the
+// others hear it here at once rather than at the job's first collective, minutes later.
 void run_kind(const PreparedRun& p, JobContext& ctx, RunResult& result) {
   try {
+    if (p.parallel != nullptr) p.parallel->barrier();
     p.kind->run(p.effective, ctx);
     result.status = RunResult::Status::Completed;
   } catch (const Cancelled&) {
