@@ -1,6 +1,9 @@
 # Third-party dependencies. LibTorch comes either from the torch wheel's folder (ATELIER_TORCH_ROOT) or
 # from its CMake package (the wheel with ATELIER_TORCH_CUDA for CUDA builds, or a LibTorch 2.x on CMAKE_PREFIX_PATH).
 find_package(Threads REQUIRED)
+# Before LibTorch: its CMake package (CUDA builds) defines protobuf::libprotobuf as an empty stand-in
+# unless the real one exists, and the ONNX export links protobuf through that name.
+find_package(Protobuf REQUIRED)
 
 if(ATELIER_TORCH_ROOT AND NOT ATELIER_TORCH_CUDA)
   # CPU build against the wheel: link libtorch_cpu + libc10 directly. The wheel's TorchConfig would
@@ -25,6 +28,23 @@ else()
   add_library(atelier_torch INTERFACE)
   target_link_libraries(atelier_torch INTERFACE ${TORCH_LIBRARIES})
   target_compile_options(atelier_torch INTERFACE ${TORCH_CXX_FLAGS})
+  if(ATELIER_TORCH_CUDA)
+    # libtorch_cuda's own dependencies (cuSPARSELt, cuFile, NVSHMEM: wheels beside torch) are the run-time
+    # machine's business: a build machine without them still links.
+    target_link_options(atelier_torch INTERFACE "LINKER:--allow-shlib-undefined")
+  endif()
+endif()
+
+# NCCL for data-parallel CUDA tensors: the header of the nvidia-nccl wheel that the torch wheel pins (beside
+# torch in site-packages), or one on the include path. It must be that version: it shapes the declarations
+# of LibTorch's ProcessGroupNCCL. Without it a CUDA build all-reduces CUDA tensors through Gloo.
+if(ATELIER_TORCH_CUDA)
+  find_path(ATELIER_NCCL_INCLUDE_DIR nccl.h HINTS "${ATELIER_TORCH_ROOT}/../nvidia/nccl/include")
+  if(ATELIER_NCCL_INCLUDE_DIR)
+    message(STATUS "NCCL header: ${ATELIER_NCCL_INCLUDE_DIR} (data-parallel CUDA tensors go through NCCL)")
+  else()
+    message(STATUS "NCCL header not found: data-parallel CUDA tensors go through Gloo")
+  endif()
 endif()
 
 # Debian's minimal OpenCV packages (core, imgproc) ship no CMake config: use the full package's config

@@ -8,6 +8,12 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef ATELIER_NCCL
+#ifndef USE_C10D_NCCL
+#define USE_C10D_NCCL
+#endif
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -53,6 +59,7 @@ ParallelEnvironment parallel_environment(const std::function<const char*(const c
     env.world = env_int(getenv, "WORLD_SIZE", 1, 65536);
     env.rank = has("RANK") ? env_int(getenv, "RANK", 0, env.world - 1) : 0;
     env.local_rank = has("LOCAL_RANK") ? env_int(getenv, "LOCAL_RANK", 0, 65535) : env.rank;
+    env.local_world = has("LOCAL_WORLD_SIZE") ? env_int(getenv, "LOCAL_WORLD_SIZE", 1, 65536) : 1;
     env.agent_store =
         has("TORCHELASTIC_USE_AGENT_STORE") && std::string(getenv("TORCHELASTIC_USE_AGENT_STORE")) == "True";
     if (has("TORCHELASTIC_RESTART_COUNT"))
@@ -70,7 +77,26 @@ ParallelEnvironment parallel_environment(const std::function<const char*(const c
   if (has("MASTER_PORT")) env.master_port = env_int(getenv, "MASTER_PORT", 1, 65535);
   if (has("ATELIER_DIST_TIMEOUT"))
     env.timeout = std::chrono::seconds(env_int(getenv, "ATELIER_DIST_TIMEOUT", 1, 86400));
+  env.cuda_backend = nccl_available() ? "nccl" : "gloo";
+  if (has("ATELIER_DIST_BACKEND")) {
+    const std::string backend = getenv("ATELIER_DIST_BACKEND");
+    if (backend != "nccl" && backend != "gloo")
+      fail("environment variable ATELIER_DIST_BACKEND='", backend, "' is not nccl or gloo");
+    if (backend == "nccl" && !nccl_available())
+      fail(
+          "environment variable ATELIER_DIST_BACKEND=nccl, but this build has no NCCL (a CUDA build "
+          "-DATELIER_TORCH_CUDA=ON finds nccl.h in the nvidia-nccl wheel beside torch); use gloo");
+    env.cuda_backend = backend;
+  }
   return env;
+}
+
+bool nccl_available() {
+#ifdef ATELIER_NCCL
+  return true;
+#else
+  return false;
+#endif
 }
 
 int free_loopback_port() {
@@ -93,7 +119,15 @@ torch::Tensor shard_rows(const torch::Tensor& global, const Shard& shard) {
 
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  c10::intrusive_ptr<c10d::Backend> gloo;  // CPU tensors, and CUDA tensors without NCCL
+  c10::intrusive_ptr<c10d::Backend> nccl;  // CUDA tensors (CUDA builds with NCCL)
+  std::string nccl_refusal;                // why NCCL cannot carry this run's CUDA tensors, if it cannot
+
+  c10d::Backend& for_tensor(const at::Tensor& t) {
+    if (!t.is_cuda() || !nccl) return *gloo;
+    if (!nccl_refusal.empty()) fail(nccl_refusal);
+    return *nccl;
+  }
 };
 
 ProcessGroup::ProcessGroup(const ParallelEnvironment& env) : env_(env), impl_(std::make_unique<Impl>()) {
@@ -117,21 +151,51 @@ ProcessGroup::ProcessGroup(const ParallelEnvironment& env) : env_(env), impl_(st
                                    ? c10d::ProcessGroupGloo::createDeviceForInterface(interface)
                                : local ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
                                        : c10d::ProcessGroupGloo::createDefaultDevice());
-    impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(impl_->store, env.rank, env.world, options);
+    // Each backend keeps its keys under its own prefix of the one store, as torch.distributed does.
+    impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
+        c10::make_intrusive<c10d::PrefixStore>("gloo", impl_->store), env.rank, env.world, options);
+#ifdef ATELIER_NCCL
+    if (env.cuda_backend == "nccl" && at::getNumGPUs() > 0) {  // LibTorch refuses NCCL without a GPU
+      auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+      nccl_options->timeout = env.timeout;
+      impl_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+          c10::make_intrusive<c10d::PrefixStore>("nccl", impl_->store), env.rank, env.world, nccl_options);
+      // NCCL takes one GPU per process and refuses two ranks on one device (it would fail at its first
+      // collective with "Duplicate GPU detected"): say so, and what to do, before that.
+      const int gpus = static_cast<int>(at::getNumGPUs());
+      if (env.local_world > gpus)
+        impl_->nccl_refusal = "data-parallel: " + std::to_string(env.local_world) + " processes on this machine but " +
+                              std::to_string(gpus) +
+                              " CUDA device(s), and NCCL takes one device per process: start at most " +
+                              std::to_string(gpus) +
+                              " process(es) per machine, or set ATELIER_DIST_BACKEND=gloo "
+                              "(GPUs shared, CUDA tensors staged through the host)";
+    }
+#endif
   } catch (const std::exception& e) {
     fail("data-parallel rendezvous of rank ", env.rank, " of ", env.world, " at ", env.master_addr, ":",
          env.master_port, " (", env.source, ") failed within ", env.timeout.count(), " s: ", e.what());
   }
 }
 
-ProcessGroup::~ProcessGroup() = default;
+ProcessGroup::~ProcessGroup() {
+  // NCCL's communicators are torn down explicitly (its watchdog thread otherwise complains at exit).
+  if (impl_ && impl_->nccl) try {
+      impl_->nccl->shutdown();
+    } catch (const std::exception&) {
+    }
+}
+
+std::string ProcessGroup::backend(const c10::Device& device) const {
+  return device.is_cuda() && impl_->nccl ? "nccl" : "gloo";
+}
 
 void ProcessGroup::broadcast(const std::vector<torch::Tensor>& tensors) {
   torch::NoGradGuard no_grad;
   try {
     for (const auto& t : tensors) {
       std::vector<at::Tensor> one{t.is_contiguous() ? t : t.contiguous()};
-      impl_->group->broadcast(one)->wait();
+      impl_->for_tensor(one[0]).broadcast(one)->wait();
       if (!t.is_contiguous()) t.copy_(one[0]);
     }
   } catch (const Error&) {
@@ -151,8 +215,9 @@ void ProcessGroup::average(const std::vector<torch::Tensor>& tensors, std::int64
     for (const auto& t : bucket) flat.push_back(t.reshape(-1));
     std::vector<at::Tensor> buffer{torch::cat(flat)};
     reduced_bytes_ += buffer[0].numel() * static_cast<std::int64_t>(buffer[0].element_size());
+    c10d::Backend& backend = impl_->for_tensor(buffer[0]);
     try {
-      impl_->group->allreduce(buffer)->wait();
+      backend.allreduce(buffer)->wait();
     } catch (const std::exception& e) {
       fail_collective("all-reduce", env_, e);
     }
@@ -180,6 +245,29 @@ void ProcessGroup::average(const std::vector<torch::Tensor>& tensors, std::int64
   }
 }
 
+torch::Tensor ProcessGroup::all_gather(const torch::Tensor& tensor) {
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> input{tensor.detach().contiguous()};
+  std::vector<std::vector<at::Tensor>> output(1);
+  for (int r = 0; r < env_.world; ++r) output[0].push_back(torch::empty_like(input[0]));
+  c10d::Backend& backend = impl_->for_tensor(input[0]);
+  try {
+    backend.allgather(output, input)->wait();
+  } catch (const std::exception& e) {
+    fail_collective("all-gather", env_, e);
+  }
+  return torch::cat(output[0]);
+}
+
+torch::Tensor gather_batch(ProcessGroup* group, const torch::Tensor& local) {
+  if (group == nullptr || group->world() == 1) return local;
+  const auto all = group->all_gather(local);
+  const auto w = static_cast<double>(group->world());
+  const auto own = local * w - local.detach() * (w - 1);  // the value of `local`, w times its gradient
+  const std::int64_t first = group->rank() * local.size(0), rest = all.size(0) - first - local.size(0);
+  return torch::cat({all.narrow(0, 0, first), own, all.narrow(0, first + local.size(0), rest)});
+}
+
 constexpr unsigned kNoHook = ~0u;
 
 struct GradientAverager::State {
@@ -202,8 +290,9 @@ struct GradientAverager::State {
   void launch(Bucket& b) {
     std::vector<at::Tensor> one{b.buffer};
     group->reduced_bytes_ += b.buffer.numel() * static_cast<std::int64_t>(b.buffer.element_size());
+    c10d::Backend& backend = group->impl_->for_tensor(one[0]);
     try {
-      b.work = group->impl_->group->allreduce(one);
+      b.work = backend.allreduce(one);
     } catch (const std::exception& e) {
       fail_collective("gradient all-reduce", group->env_, e);
     }
@@ -301,7 +390,7 @@ void GradientAverager::finish() {
 
 void ProcessGroup::barrier() {
   try {
-    impl_->group->barrier()->wait();
+    impl_->gloo->barrier()->wait();
   } catch (const std::exception& e) {
     fail_collective("barrier", env_, e);
   }

@@ -78,7 +78,8 @@ void TrainLoop::start_parallel() {
   for (auto& g : parts_.optimizer->param_groups())
     for (const auto& p : g.params()) bytes += static_cast<double>(p.numel() * p.element_size());
   char volume[64];
-  std::snprintf(volume, sizeof volume, "%.3f MB", bytes / 1e6);
+  std::snprintf(volume, sizeof volume, "%.3f MB (%s)", bytes / 1e6,
+                params.empty() ? "gloo" : group.backend(params.front().device()).c_str());
   if (group.rank() == 0)
     ctx_.report.info("data-parallel: " + std::to_string(group.world()) + " processes, " +
                      std::to_string(schedule_.batch / group.world()) + " of each batch of " +

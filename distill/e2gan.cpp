@@ -9,6 +9,7 @@
 #include "adapters/finetune.h"
 #include "adapters/lora.h"
 #include "core/atomic_file.h"
+#include "core/distributed.h"
 #include "core/image.h"
 #include "core/runtime.h"
 #include "core/safetensors.h"
@@ -267,13 +268,20 @@ PairSet held_out(EditPairs& pairs, const std::string& source) {
 
 // One GAN training run over edits: batches drawn uniformly over (edit, pair); L1 to the teacher plus
 // LSGAN against the conditional PatchGAN, both networks in one backward pass (the discriminator sees
-// detached fakes; the generator's adversarial term sees a frozen discriminator).
+// detached fakes; the generator's adversarial term sees a frozen discriminator). In a data-parallel run
+// the global batch is drawn on every rank and each rank trains on `shard`'s rows of it.
 class GanTraining {
  public:
   // sets[e] is learned as edits[e].
   GanTraining(E2GanGenerator& g, const std::vector<PairSet>& sets, const std::vector<EditRef>& edits,
-              const GanLossSettings& loss, std::uint64_t seed, const torch::Device& device)
-      : g_(g), sets_(sets), edits_(edits), loss_(loss), d_(PatchDiscriminatorConfig{loss.disc_width}), rng_(seed) {
+              const GanLossSettings& loss, std::uint64_t seed, const torch::Device& device, const Shard& shard = {})
+      : g_(g),
+        sets_(sets),
+        edits_(edits),
+        loss_(loss),
+        d_(PatchDiscriminatorConfig{loss.disc_width}),
+        rng_(seed),
+        shard_(shard) {
     d_->to(device);
   }
   PatchDiscriminator& discriminator() { return d_; }
@@ -293,12 +301,19 @@ class GanTraining {
   TrainStep step(std::int64_t batch) {
     const auto device = g_->edits.device();
     auto which = rng_.randint(static_cast<std::int64_t>(sets_.size()), {batch});
+    // The global batch in edit order; this rank keeps rows [first, first + size) of it.
+    const std::int64_t first = shard_.first(batch), last = first + shard_.size(batch);
+    std::int64_t offset = 0;
     std::vector<torch::Tensor> inputs, targets, fakes;
     for (std::size_t e = 0; e < sets_.size(); ++e) {
       const auto& set = sets_[e];
       const auto n = (which == static_cast<std::int64_t>(e)).sum().item<std::int64_t>();
       if (n == 0) continue;
       auto k = rng_.randint(set.size(), {n});
+      const std::int64_t lo = std::max(offset, first), hi = std::min(offset + n, last);
+      offset += n;
+      if (lo >= hi) continue;
+      k = k.narrow(0, lo - (offset - n), hi - lo);
       auto x = set.input.index_select(0, k).to(device);
       inputs.push_back(x);
       targets.push_back(set.teacher.index_select(0, k).to(device));
@@ -319,6 +334,7 @@ class GanTraining {
   GanLossSettings loss_;
   PatchDiscriminator d_;
   Rng rng_;
+  Shard shard_;
 };
 
 // A grid of held-out edits: input, teacher, generator rows for each edit.
@@ -388,7 +404,7 @@ void e2gan_base_job(const E2GanBaseConfig& c, JobContext& ctx) {
   g->to(device);
   std::vector<EditRef> rows(info.edits.size());
   for (std::size_t e = 0; e < rows.size(); ++e) rows[e].row = static_cast<std::int64_t>(e);
-  GanTraining gan(g, train, rows, c.loss, static_cast<std::uint64_t>(c.seed) + 1, device);
+  GanTraining gan(g, train, rows, c.loss, static_cast<std::uint64_t>(c.seed) + 1, device, ctx.shard);
   auto opt = gan.optimizer(g->parameters());
   const std::int64_t params = count_params(g->parameters());
   ctx.report.info("E2GAN base generator: " + std::to_string(params) + " parameters, " +
@@ -453,6 +469,7 @@ std::vector<LoRA> crucial_loras(E2GanGenerator& g, const std::map<std::string, s
 void short_run(E2GanGenerator& g, const std::vector<torch::Tensor>& trained, const std::vector<PairSet>& sets,
                const EditRef& ref, const E2GanConceptConfig& c, std::int64_t steps, std::uint64_t seed, JobContext& ctx,
                const std::string& phase) {
+  torch::manual_seed(seed);  // the discriminator's initial weights: the same for every trial and every run
   GanTraining gan(g, sets, {ref}, c.loss, seed, g->edits.device());
   auto opt = gan.optimizer(trained);
   g->train();
@@ -575,6 +592,14 @@ void e2gan_concept_job(const E2GanConceptConfig& c, JobContext& ctx) {
       torch::NoGradGuard no_grad;
       ref.tokens.copy_(mean_edit);
       search_seconds = seconds_since(t0);
+      if (ctx.parallel != nullptr) {  // every rank ran the trials alike; rank 0's choice (and its log) decide
+        std::vector<double> chosen;
+        for (const auto& [group, r] : ranks) chosen.push_back(static_cast<double>(r));
+        auto t = torch::tensor(chosen, torch::kDouble);
+        ctx.parallel->broadcast({t});
+        std::int64_t i = 0;
+        for (auto& [group, r] : ranks) r = static_cast<std::int64_t>(t[i++].item<double>());
+      }
     }
     Rng init(static_cast<std::uint64_t>(c.seed));
     loras = crucial_loras(g, ranks, init);
@@ -587,7 +612,8 @@ void e2gan_concept_job(const E2GanConceptConfig& c, JobContext& ctx) {
                   "% of the base generator's " + std::to_string(base_params));
 
   // Loop: GAN training of the trained tensors (a TensorSet view checkpoints exactly those).
-  GanTraining gan(g, sets, {ref}, c.loss, static_cast<std::uint64_t>(c.seed) + 1, device);
+  torch::manual_seed(static_cast<std::uint64_t>(c.seed) + 1);  // the discriminator's initial weights
+  GanTraining gan(g, sets, {ref}, c.loss, static_cast<std::uint64_t>(c.seed) + 1, device, ctx.shard);
   auto opt = gan.optimizer(trained);
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (std::size_t k = 0; k < trained.size(); ++k) named.emplace_back("t" + std::to_string(k), trained[k]);

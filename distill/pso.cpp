@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "core/atomic_file.h"
+#include "core/distributed.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/runtime.h"
@@ -212,13 +213,15 @@ void pso_job(const PsoConfig& c, JobContext& ctx) {
     const auto index = torch::tensor(rows);
     const shapes::Batch winners{targets.images.index_select(0, index), targets.labels.index_select(0, index), {}};
     if (c.objective == PsoObjective::Naive) {
-      auto terms = training_terms(model, objective, winners, rng);
+      const shapes::Batch mine{shard_rows(winners.images, ctx.shard), shard_rows(winners.labels, ctx.shard), {}};
+      auto terms = training_terms(model, objective, mine, rng, ctx.shard);
       return TrainStep{terms.loss.mean(), {{"mse", terms.mse.mean()}}};
     }
     auto labels = winners.labels.to(device);
     auto pick = rng.randint(c.references, {c.train.batch}, on_device);
     auto losers = pool->values[0].index_select(0, labels * c.references + pick);
-    const PsoPairs pairs = make_pso_pairs(schedule, winners.images.to(device), losers, timesteps, rng);
+    const PsoPairs pairs = make_pso_pairs(schedule, winners.images.to(device), losers, timesteps, rng, ctx.shard);
+    labels = shard_rows(labels, ctx.shard);
     auto yy = torch::cat({labels, labels});
     const auto abar = schedule.abar(pairs.t);
     auto errors = [&](DiT& net) {

@@ -7,7 +7,7 @@
 namespace atelier {
 
 PsoPairs make_pso_pairs(const NoiseSchedule& schedule, const torch::Tensor& winners, const torch::Tensor& losers,
-                        const std::vector<std::int64_t>& timesteps, Rng& rng) {
+                        const std::vector<std::int64_t>& timesteps, Rng& rng, const Shard& shard) {
   if (winners.sizes() != losers.sizes())
     fail("PSO pairs: winners ", winners.sizes(), " and losers ", losers.sizes(), " differ in shape");
   if (timesteps.empty()) fail("PSO pairs: no timesteps to draw from");
@@ -16,8 +16,11 @@ PsoPairs make_pso_pairs(const NoiseSchedule& schedule, const torch::Tensor& winn
   auto k = rng.randint(static_cast<std::int64_t>(timesteps.size()), {batch}, on_device);
   auto t = torch::tensor(timesteps, on_device.dtype(torch::kLong)).index_select(0, k);
   auto noise = rng.randn(winners.sizes(), on_device);
+  const auto rows = [&](const torch::Tensor& x) { return x.narrow(0, shard.first(batch), shard.size(batch)); };
+  t = rows(t);
+  noise = rows(noise);
   PsoPairs p;
-  p.x0 = torch::cat({winners, losers});
+  p.x0 = torch::cat({rows(winners), rows(losers)});
   p.t = torch::cat({t, t});
   p.noise = torch::cat({noise, noise});
   p.x_t = add_noise(schedule, p.x0, p.noise, p.t);

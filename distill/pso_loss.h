@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/job.h"
 #include "core/rng.h"
 #include "samplers/schedule.h"
 
@@ -34,12 +35,13 @@ struct PsoLossSettings {
 
 // One batch of pairs: winner i and loser i share one noise and one timestep, drawn uniformly from
 // `timesteps` (the model's own few-step schedule, never another timestep). Tensors have 2B rows, the
-// winners first: x0 (clean images), x_t (noised), t (timesteps), noise.
+// winners first: x0 (clean images), x_t (noised), t (timesteps), noise. In a data-parallel run the
+// random numbers are drawn for the B global pairs and the pairs keep `shard`'s rows (2 B / world rows).
 struct PsoPairs {
   torch::Tensor x0, x_t, t, noise;
 };
 PsoPairs make_pso_pairs(const NoiseSchedule& schedule, const torch::Tensor& winners, const torch::Tensor& losers,
-                        const std::vector<std::int64_t>& timesteps, Rng& rng);
+                        const std::vector<std::int64_t>& timesteps, Rng& rng, const Shard& shard = {});
 
 // Per-sample sigma^-2-weighted x0 error [N]; abar [N] (any float dtype).
 torch::Tensor weighted_x0_error(const torch::Tensor& x0_hat, const torch::Tensor& x0, const torch::Tensor& abar);

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/atomic_file.h"
+#include "core/distributed.h"
 #include "core/image.h"
 #include "core/rng.h"
 #include "data/shapes.h"
@@ -204,8 +205,12 @@ void train_clip(const ClipTrainConfig& c, JobContext& ctx) {
     const auto n = batch.images.size(0);
     const auto sigma = rng.rand({n, 1, 1, 1}) * c.noise_aug;  // drawn before the noise, in this order
     auto x = batch.images + sigma * rng.randn(batch.images.sizes());
-    auto logits = net->logit_scale_exp() *
-                  net->encode_image(x).mm(net->encode_text(net->tokenizer().tokenize(batch.captions)).t());
+    // Data-parallel: each rank encodes its rows; the contrastive loss is over the gathered global batch.
+    const auto first = batch.captions.begin() + ctx.shard.first(n);
+    const std::vector<std::string> captions(first, first + ctx.shard.size(n));
+    auto images = gather_batch(ctx.parallel, net->encode_image(shard_rows(x, ctx.shard)));
+    auto texts = gather_batch(ctx.parallel, net->encode_text(net->tokenizer().tokenize(captions)));
+    auto logits = net->logit_scale_exp() * images.mm(texts.t());
     return TrainStep{clip_loss(logits, caption_matches(batch, net->tokenizer())),
                      {{"logit_scale", net->logit_scale_exp().detach()}}};
   });

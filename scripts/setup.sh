@@ -4,6 +4,8 @@
 # Environment knobs:
 #   ATELIER_GUI=OFF             headless build (no ImGui/GLFW/Xvfb packages)
 #   ATELIER_BUILD_DIR=build     build folder
+#   ATELIER_CUDA=ON             CUDA build (a machine with an NVIDIA driver and the CUDA toolkit): the torch
+#                               wheel with its CUDA runtime wheels (NCCL among them), -DATELIER_TORCH_CUDA=ON
 # LibTorch comes only from the pinned PyPI torch wheel (TORCH_VERSION), installed into a project-local .venv.
 # Debian's libtorch-dev 1.13 is not supported (the engine uses the 2.x API, the test fixtures 2.x dtypes):
 # ATELIER_TORCH set to anything but `wheel` is an error.
@@ -12,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 GUI=${ATELIER_GUI:-ON}
+CUDA=${ATELIER_CUDA:-OFF}
 BUILD_DIR=${ATELIER_BUILD_DIR:-build}
 TORCH_VERSION=2.11.0
 SUDO=""
@@ -49,13 +52,22 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/pip show torch 2>/dev/null | grep -q "^Version: $TORCH_VERSION"; then
-  log "installing torch==$TORCH_VERSION (LibTorch only, no CUDA runtime wheels)"
-  .venv/bin/pip install -q --no-deps "torch==$TORCH_VERSION"
-fi
-# libtorch_cpu.so itself needs two small CUDA runtime libraries (cudart, cupti) to load.
-if ! .venv/bin/pip show nvidia-cuda-runtime nvidia-cuda-cupti >/dev/null 2>&1; then
-  .venv/bin/pip install -q --no-deps "nvidia-cuda-runtime==13.0.96.*" "nvidia-cuda-cupti==13.0.85.*"
+if [ "$CUDA" = ON ]; then
+  if ! .venv/bin/pip show nvidia-nccl-cu13 >/dev/null 2>&1; then
+    log "installing torch==$TORCH_VERSION with its CUDA runtime wheels"
+    .venv/bin/pip install -q "torch==$TORCH_VERSION"
+  fi
+  # TorchConfig would otherwise compile and run a probe for the GPU's architecture.
+  cmake_args+=(-DATELIER_TORCH_CUDA=ON "-DTORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-8.0;9.0}")
+else
+  if ! .venv/bin/pip show torch 2>/dev/null | grep -q "^Version: $TORCH_VERSION"; then
+    log "installing torch==$TORCH_VERSION (LibTorch only, no CUDA runtime wheels)"
+    .venv/bin/pip install -q --no-deps "torch==$TORCH_VERSION"
+  fi
+  # libtorch_cpu.so itself needs two small CUDA runtime libraries (cudart, cupti) to load.
+  if ! .venv/bin/pip show nvidia-cuda-runtime nvidia-cuda-cupti >/dev/null 2>&1; then
+    .venv/bin/pip install -q --no-deps "nvidia-cuda-runtime==13.0.96.*" "nvidia-cuda-cupti==13.0.85.*"
+  fi
 fi
 TORCH_ROOT=$(.venv/bin/python - <<'PY'
 import importlib.util, pathlib

@@ -15,7 +15,9 @@
 
 #include "core/atomic_file.h"
 #include "core/distributed.h"
+#include "core/rng.h"
 #include "core/safetensors.h"
+#include "data/edit_pairs.h"
 #include "data/presets.h"
 #include "tests/helpers.h"
 
@@ -93,6 +95,14 @@ TEST_CASE("data-parallel environment: torchrun and SLURM variables, and errors n
   CHECK(slurm.world == 2);
   CHECK(slurm.source == "SLURM");
   CHECK_FALSE(parallel_environment(env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}})).distributed());
+  CHECK(parallel_environment(env_of({{"WORLD_SIZE", "1"}, {"RANK", "0"}})).distributed());  // torchrun's one process
+  // What carries CUDA tensors: NCCL where the build has it, else Gloo; ATELIER_DIST_BACKEND chooses.
+  CHECK(single.cuda_backend == (nccl_available() ? "nccl" : "gloo"));
+  CHECK(parallel_environment(env_of({{"ATELIER_DIST_BACKEND", "gloo"}})).cuda_backend == "gloo");
+  CHECK_THROWS_WITH(parallel_environment(env_of({{"ATELIER_DIST_BACKEND", "mpi"}})),
+                    Contains("ATELIER_DIST_BACKEND='mpi'") && Contains("nccl or gloo"));
+  if (!nccl_available())
+    CHECK_THROWS_WITH(parallel_environment(env_of({{"ATELIER_DIST_BACKEND", "nccl"}})), Contains("no NCCL"));
   CHECK_THROWS_WITH(parallel_environment(env_of({{"RANK", "4"}, {"WORLD_SIZE", "4"}})),
                     Contains("RANK='4'") && Contains("[0, 3]"));
   CHECK_THROWS_WITH(parallel_environment(env_of({{"RANK", "1"}, {"WORLD_SIZE", "2"}})), Contains("MASTER_ADDR"));
@@ -277,11 +287,67 @@ TEST_CASE("data-parallel: the kinds that shard their batch train the same tensor
                    {"sample_steps", 1},
                    {"probe", ""},
                    {"tokenizer", test::source_path("assets/text/bpe_simple_vocab_16e6.txt.gz").string()}};
-  const std::vector<std::tuple<std::string, json, std::string>> kinds{{"difffit", difffit, "adapter.safetensors"},
-                                                                      {"concept", concept_job, "adapter.safetensors"},
-                                                                      {"distill", distill, "model.safetensors"},
-                                                                      {"probe", probe, "probe.safetensors"},
-                                                                      {"sd", sd, "adapter.safetensors"}};
+  // PSO tunes the student that the distill entry trains (before it in the list).
+  const json pso = {{"kind", "pso"},        {"model", (dir / "distill1" / "model.safetensors").string()},
+                    {"styles", {"night"}},  {"count", 4},
+                    {"references", 2},      {"model_steps", 2},
+                    {"lora_rank", 2},       {"lora_alpha", 2},
+                    {"steps", 3},           {"batch", 4},
+                    {"sample_every", 1000}, {"eval_steps", {1}},
+                    {"eval_per_class", 1},  {"probe", ""}};
+  json pso_naive = pso;
+  pso_naive["objective"] = "naive";
+  // E2GAN: two edits' pairs written directly, so a batch mixes edits across the ranks' rows.
+  std::vector<std::string> pairs;
+  for (const char* edit : {"night", "outline", "pixel"}) {
+    EditPairs p;
+    p.edit = edit;
+    p.classes = {"circle"};
+    Rng rng(pairs.size() + 3);
+    p.train = {rng.rand({12, 3, 16, 16}) * 2 - 1, rng.rand({12, 3, 16, 16}) * 2 - 1, torch::Tensor(),
+               torch::zeros({12}, torch::kLong)};
+    pairs.push_back((dir / (std::string(edit) + ".safetensors")).string());
+    save_edit_pairs(pairs.back(), p);
+  }
+  const json gan = {{"kind", "e2gan_base"},
+                    {"pairs", {pairs[0], pairs[1]}},
+                    {"channels", {4, 8, 16}},
+                    {"heads", 2},
+                    {"edit_tokens", 2},
+                    {"disc_width", 4},
+                    {"steps", 3},
+                    {"batch", 4},
+                    {"eval_every", 1000},
+                    {"probe", ""}};
+  const json gan_edit = {{"kind", "e2gan_concept"},
+                         {"generator", (dir / "gan1" / "generator.safetensors").string()},
+                         {"pairs", pairs[2]},
+                         {"ranks", {1, 2}},
+                         {"search_steps", 1},
+                         {"disc_width", 4},
+                         {"steps", 3},
+                         {"batch", 4},
+                         {"eval_every", 1000},
+                         {"probe", ""}};
+  // CLIP's contrastive loss couples the batch: each rank's rows are gathered into the global batch.
+  const json clip = {{"kind", "train_clip"},
+                     {"vision_width", 4},
+                     {"embed_dim", 16},
+                     {"transformer_width", 16},
+                     {"transformer_heads", 2},
+                     {"transformer_layers", 1},
+                     {"steps", 3},
+                     {"batch", 8},
+                     {"warmup", 1},
+                     {"eval_every", 1000},
+                     {"zero_shot_samples", 8},
+                     {"val_samples", 8}};
+  const std::vector<std::tuple<std::string, json, std::string>> kinds{
+      {"difffit", difffit, "adapter.safetensors"},     {"concept", concept_job, "adapter.safetensors"},
+      {"distill", distill, "model.safetensors"},       {"pso", pso, "adapter.safetensors"},
+      {"pso_naive", pso_naive, "adapter.safetensors"}, {"gan", gan, "generator.safetensors"},
+      {"gan_edit", gan_edit, "edit.safetensors"},      {"clip", clip, "clip.safetensors"},
+      {"probe", probe, "probe.safetensors"},           {"sd", sd, "adapter.safetensors"}};
   for (const auto& [name, job, output] : kinds) {
     INFO(name);
     const std::string file = (dir / (name + ".json")).string();
