@@ -19,8 +19,8 @@ struct ShapesData {
   std::int64_t seed = 0;
 
   template <class V>
-  void fields(V& v) {
-    v("classes", classes, "Shapes classes (empty: all 8)", Choices(shapes::shape_names()));
+  void fields(V& v, const char* classes_help = "Shapes classes (empty: all 8)") {
+    v("classes", classes, classes_help, Choices(shapes::shape_names()));
     v("glyphs", glyphs, "concept glyphs to draw instead of shapes", Choices(shapes::glyph_names()));
     v("styles", styles, "rendering styles sampled uniformly", Choices(shapes::style_names()));
     v("min_scale", min_scale, "smallest shape extent / image size", Range{0.1, 1});

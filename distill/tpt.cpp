@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/image.h"
 #include "core/training_state.h"
+#include "data/augmix.h"
 
 namespace atelier {
 namespace {
@@ -52,6 +54,16 @@ torch::Tensor random_views(const torch::Tensor& image, std::int64_t count, doubl
       batch, grid, F::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kBorder).align_corners(false));
 }
 
+torch::Tensor augmix_views(const torch::Tensor& image, std::int64_t count, double min_crop, Rng& rng) {
+  const auto crops = random_views(image, count, min_crop, rng).cpu();
+  std::vector<torch::Tensor> out;
+  for (std::int64_t i = 0; i < count; ++i) {
+    const auto seed = static_cast<std::uint64_t>(rng.uniform() * 9007199254740992.0);
+    out.push_back(image_to_tensor(augmix(tensor_to_image(crops[i]), {}, seed)));
+  }
+  return torch::stack(out).to(image.device());
+}
+
 torch::Tensor tpt_probs(ClipModel& clip, const std::vector<std::string>& classes, const torch::Tensor& images,
                         const TptSettings& s, Rng& rng, const DiffusionViews& diffusion, const CancelToken* cancel) {
   clip->eval();
@@ -69,7 +81,10 @@ torch::Tensor tpt_probs(ClipModel& clip, const std::vector<std::string>& classes
     torch::Tensor features;
     {
       torch::NoGradGuard no_grad;
-      auto views = torch::cat({image.unsqueeze(0), random_views(image, diff ? s.aug_views : s.views, s.min_crop, rng)});
+      const std::int64_t count = diff ? s.aug_views : s.views;
+      auto views =
+          torch::cat({image.unsqueeze(0), s.augment == "augmix" ? augmix_views(image, count, s.min_crop, rng)
+                                                                : random_views(image, count, s.min_crop, rng)});
       features = clip->encode_image(views);
       if (diff) {
         auto generated = diffusion(image, s.diffusion_views, rng).to(device, torch::kFloat);

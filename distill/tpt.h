@@ -1,7 +1,8 @@
 // Test-time prompt tuning of a CLIP-style zero-shot classifier (eval/clip.h), one test image at a time:
 //
 //   TPT     (Shu et al., NeurIPS 2022): the words of "a photo of a" become learnable context vectors; the
-//           image and `views` random resized crops/flips of it are classified, the lowest-entropy
+//           image and `views` random resized crops/flips of it (or, as TPT outside ImageNet, AugMix
+//           images of such crops: `augment`) are classified, the lowest-entropy
 //           `select` fraction of views is kept, and one AdamW step minimises the entropy of their
 //           averaged prediction; the prediction on the original follows; the context is reset per image.
 //   DiffTPT (Feng et al., ICCV 2023): adds `diffusion_views` made by the diffusion model (here: the base
@@ -28,6 +29,7 @@ struct TptSettings {
   double lr = 5e-3;
   std::int64_t steps = 1;
   double min_crop = 0.5;
+  std::string augment = "crops";  // "crops" or "augmix" (data/augmix.h)
   // DiffTPT
   std::int64_t aug_views = 64;
   std::int64_t diffusion_views = 63;
@@ -46,6 +48,10 @@ struct TptSettings {
     v("tpt_lr", lr, "TPT/DiffTPT: AdamW learning rate of the context", Range{0, 10});
     v("tpt_steps", steps, "TPT: optimisation steps per image (TPT: 1)", Range{1, 1000});
     v("min_crop", min_crop, "TPT/DiffTPT: smallest area fraction of a random resized crop", Range{0.05, 1});
+    v("tpt_augment", augment,
+      "TPT/DiffTPT: the conventional views: crops (random resized crops and flips, TPT on ImageNet) or augmix "
+      "(AugMix of such crops, TPT on other datasets)",
+      Choices{"crops", "augmix"});
     v("diff_aug_views", aug_views, "DiffTPT: conventional augmented views (DiffTPT: 64)", Range{0, 4096});
     v("diffusion_views", diffusion_views, "DiffTPT: views made by the diffusion model (DiffTPT: 63)", Range{1, 4096});
     v("diffusion_t", diffusion_t, "DiffTPT: timestep a diffusion view re-noises the test image to", Range{1, 100000});
@@ -72,5 +78,7 @@ torch::Tensor tpt_probs(ClipModel& clip, const std::vector<std::string>& classes
 // `count` random resized crops (area in [min_crop, 1], aspect in [3/4, 4/3]) with random horizontal
 // flips of one image [3, H, W], at its size (bilinear): [count, 3, H, W].
 torch::Tensor random_views(const torch::Tensor& image, std::int64_t count, double min_crop, Rng& rng);
+// The same crops, each then made an AugMix image (severity 1, width 3, as TPT's views).
+torch::Tensor augmix_views(const torch::Tensor& image, std::int64_t count, double min_crop, Rng& rng);
 
 }  // namespace atelier

@@ -202,7 +202,8 @@ void sda_job(const SdaConfig& c, JobContext& ctx) {
     projected = dda_project(model, info, images, c.projection, rng, &ctx.cancel);
     ctx.report.info("synthesised " + std::to_string(images.size(0)) + " images in " + std::to_string(synth_seconds) +
                     " s, projected in " + std::to_string(seconds_since(t1)) + " s");
-    safetensors::save(synthetic_path, {{"images", images}, {"projected", projected}, {"labels", labels}});
+    safetensors::save(synthetic_path, {{"images", images}, {"projected", projected}, {"labels", labels}},
+                      {{"atelier.kind", "sda_synthetic"}, {"classes", json(classes).dump()}});
     GridOptions grid;
     grid.columns = static_cast<int>(std::min<std::int64_t>(c.per_class, 8));
     grid.scale = 2;

@@ -153,7 +153,9 @@ struct TtaEvalConfig {
       "test images: a folder with one sub-folder per class, or one sub-folder per test set each holding class "
       "sub-folders (as `atelier shapes --corruption all` writes); empty: Shapes-C",
       Input::Folder);
-    data.fields(v);
+    data.fields(v,
+                "Shapes classes of the test set (empty, with glyphs empty too: the model's own training data, "
+                "whose settings replace the other data fields)");
     v("corruptions", corruptions, "Shapes-C corruptions (empty: all 15)", Choices(corruption_names()));
     v("severity", severity, "Shapes-C severity", Range{1, 5});
     v("count", count, "test images per set (Shapes test split; the first of a folder)", Range{1, 1e6});

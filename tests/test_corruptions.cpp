@@ -6,6 +6,7 @@
 #include <map>
 
 #include "core/image.h"
+#include "data/augmix.h"
 #include "data/corruptions.h"
 #include "data/presets.h"
 #include "studio/workspace.h"
@@ -289,4 +290,46 @@ TEST_CASE("atelier shapes --corruption writes a Shapes-C folder; errors name the
   auto list = test::run_cli("shapes --corruption list " + out);
   CHECK(list.exit_code == 0);
   for (const auto& name : corruption_names()) CHECK(list.output.find(name) != std::string::npos);
+}
+
+TEST_CASE("AugMix: each operation does what it names, the mix is deterministic by seed, errors name the input",
+          "[corruptions][augmix]") {
+  const Image& x = clean_images()[0];
+  // A low-contrast copy: values squeezed into [96, 160].
+  Image dull = x;
+  for (auto& v : dull.pixels) v = static_cast<std::uint8_t>(96 + v / 4);
+  auto range = [](const Image& a) {
+    const auto [lo, hi] = std::minmax_element(a.pixels.begin(), a.pixels.end());
+    return *hi - *lo;
+  };
+  CHECK(range(dull) <= 64);
+  CHECK(range(augmix_operation(dull, "autocontrast", 1, 1)) >= 250);
+  CHECK(range(augmix_operation(dull, "equalize", 1, 1)) >= 200);
+  // Posterize at the lowest level keeps 4 bits; solarize at the strongest inverts every value.
+  for (const auto v : augmix_operation(x, "posterize", 1, 1).pixels) CHECK((v & 0x0f) == 0);
+  const Image inverted = augmix_operation(x, "solarize", 10, 1);
+  for (std::size_t i = 0; i < x.pixels.size(); i += 97) CHECK(inverted.pixels[i] == 255 - x.pixels[i]);
+  // Geometric operations: level < 1/3 rotates by 0 degrees; translating by a third of the width moves
+  // columns over and fills black.
+  CHECK(mean_abs_diff(augmix_operation(x, "rotate", 0.2, 1), x) < 1.0);
+  const Image moved = augmix_operation(x, "translate_x", 10, 1);  // 10 px of 32 to the left
+  CHECK(moved.pixels[(5 * 32 + 31) * 3] == 0);
+  CHECK(moved.pixels[(5 * 32 + 0) * 3] == x.pixels[(5 * 32 + 10) * 3]);
+  for (const auto& name : augmix_operations()) {
+    INFO(name);
+    const Image y = augmix_operation(x, name, 1, -1);
+    CHECK((y.width == x.width && y.height == x.height && y.channels == 3));
+  }
+  // The mix: same size, deterministic by seed, different across seeds, and not the input.
+  const Image a = augmix(x, {}, 5), b = augmix(x, {}, 5), c = augmix(x, {}, 6);
+  CHECK(a.pixels == b.pixels);
+  CHECK(a.pixels != c.pixels);
+  CHECK((a.width == 32 && a.height == 32));
+  double moved_mean = 0;
+  for (std::uint64_t seed = 0; seed < 8; ++seed) moved_mean += mean_abs_diff(augmix(x, {}, seed), x) / 8;
+  CHECK(moved_mean > 1.0);
+  Image gray{4, 4, 1, std::vector<std::uint8_t>(16, 0)};
+  CHECK_THROWS_WITH(augmix(gray, {}, 0), Catch::Contains("RGB") && Catch::Contains("1 channel"));
+  CHECK_THROWS_WITH(augmix(x, {.severity = 11}, 0), Catch::Contains("severity 11"));
+  CHECK_THROWS_WITH(augmix_operation(x, "blur", 1, 1), Catch::Contains("unknown AugMix operation 'blur'"));
 }

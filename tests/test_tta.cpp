@@ -6,6 +6,7 @@
 
 #include "core/atomic_file.h"
 #include "core/rng.h"
+#include "core/safetensors.h"
 #include "data/shapes.h"
 #include "data/shapes_data.h"
 #include "distill/tta.h"
@@ -99,6 +100,10 @@ TEST_CASE("tta_eval: Shapes-C table, grid and named errors; sda uses the tta_sda
   auto sda = tiny_sda_job(base);
   sda["steps"] = 4;
   REQUIRE(test::run_job_file(dir, sda, "sda").exit_code == 0);
+  // The synthetic set says what it is (the studio's Models list shows its kind and classes).
+  const auto synthetic = safetensors::Reader(dir / "sda" / "synthetic.safetensors").header().metadata;
+  CHECK(synthetic.at("atelier.kind") == "sda_synthetic");
+  CHECK_THAT(synthetic.at("classes"), Catch::Contains("circle"));
   nlohmann::json job = {{"kind", "tta_eval"},
                         {"model", base.string()},
                         {"classifier", test::source_path("assets/models/probe.safetensors").string()},
@@ -200,6 +205,18 @@ TEST_CASE("TPT restarts from the initial prompt for every image and leaves the m
   const auto after = clip->parameters();
   for (std::size_t i = 0; i < saved.size(); ++i) CHECK(test::max_abs_diff(after[i], saved[i]) == 0.0);
   for (const auto& p : after) CHECK(p.requires_grad());  // frozen only while tuning
+
+  // AugMix views (TPT outside ImageNet): AugMix images of the same crops, in [-1, 1]; TPT runs on them.
+  Rng r1(3), r2(3);
+  const auto crops = random_views(images[0], 6, 0.5, r1);
+  const auto mixed = augmix_views(images[0], 6, 0.5, r2);
+  CHECK(mixed.sizes() == crops.sizes());
+  CHECK(mixed.abs().max().item<double>() <= 1.0);
+  CHECK(test::max_abs_diff(mixed, crops) > 0.05);
+  TptSettings augmixed = s;
+  augmixed.augment = "augmix";
+  Rng r3(7);
+  CHECK(tpt_probs(clip, classes, images, augmixed, r3).sizes() == both.sizes());
 
   // DiffTPT asks the diffusion model for its views once per image, and keeps the output shape.
   int calls = 0;
