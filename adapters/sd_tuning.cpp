@@ -32,7 +32,9 @@ struct SDTraining {
              const std::string& device, JobContext& ctx) {
     if (images.empty())
       fail_field("images", "a Stable Diffusion base learns from a folder of captioned images; give one");
-    sd = with_field("base", [&] { return load_stable_diffusion(base, {tokenizer, "auto"}); });
+    StableDiffusionLoadOptions options;
+    options.tokenizer = tokenizer;
+    sd = with_field("base", [&] { return load_stable_diffusion(base, options); });
     sd.model->to(select_device(device));
     for (auto& p : sd.model->parameters()) p.set_requires_grad(false);
     subject = !token.empty() ? token : std::filesystem::path(images).lexically_normal().filename().string();

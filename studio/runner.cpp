@@ -156,7 +156,7 @@ RunResult JobRunner::run_secondary(const PreparedRun& p, Reporter& reporter, con
   result.run_dir = p.run_dir;
   const fs::path scratch = fs::temp_directory_path() /
                            ("atelier-rank" + std::to_string(p.parallel->rank()) + "-" + std::to_string(::getpid()));
-  JobContext ctx{p.run_dir, p.resume, reporter, cancel, configure_threads(p.threads)};
+  JobContext ctx{p.run_dir, p.resume, reporter, cancel, configure_threads(p.threads), nullptr, {}, {}};
   join_group(p, ctx);
   ctx.output_dir = scratch;
   try {
@@ -197,7 +197,7 @@ RunResult JobRunner::run(const PreparedRun& p, Reporter& reporter, const CancelT
     reporter.error(result.error);
     return result;
   }
-  JobContext ctx{p.run_dir, p.resume, reporter, cancel, configure_threads(p.threads)};
+  JobContext ctx{p.run_dir, p.resume, reporter, cancel, configure_threads(p.threads), nullptr, {}, {}};
   join_group(p, ctx);
   reporter.info(std::string(p.resume ? "resuming " : "starting ") + p.kind->name + " in " + p.run_dir.string() + " (" +
                 std::to_string(ctx.threads) + " threads" +
