@@ -87,6 +87,7 @@ int run_job(const RunArgs& args, const JobRegistry& registry, const CancelToken&
   if (args.nproc > 1) {
     if (std::getenv("WORLD_SIZE") != nullptr)
       fail("--nproc: this process is already rank of a data-parallel run (WORLD_SIZE is set); drop --nproc");
+    (void)parallel_environment();  // a malformed ATELIER_DIST_* variable fails once, here, not in every rank
     return launch_ranks(args);
   }
   // A data-parallel rank when the launcher's environment says so: every rank joins before any checks, so
