@@ -124,7 +124,7 @@ TEST_CASE("data-parallel collectives: broadcast from rank 0 and bucketed average
     o.isServer = true;
     launcher_store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", o);
   }
-  std::vector<torch::Tensor> results(3), broadcasts(3);
+  std::vector<torch::Tensor> results(3), broadcasts(3), gathered(3);
   std::vector<std::int64_t> bytes(3);
   std::vector<std::thread> ranks;
   for (int r = 0; r < 3; ++r)
@@ -142,6 +142,7 @@ TEST_CASE("data-parallel collectives: broadcast from rank 0 and bucketed average
       auto b = torch::full({3}, static_cast<float>(r));
       group.broadcast({b});
       broadcasts[r] = b;
+      gathered[r] = group.all_gather(torch::full({2, 1}, static_cast<float>(r)));  // rank order along dim 0
       group.barrier();
     });
   for (auto& t : ranks) t.join();
@@ -150,6 +151,7 @@ TEST_CASE("data-parallel collectives: broadcast from rank 0 and bucketed average
     CHECK(test::max_abs_diff(results[r], expected) < 1e-6);
     CHECK(test::max_abs_diff(broadcasts[r], torch::zeros({3})) == 0);
     CHECK(bytes[r] == 4 * 4 + 6 * 4 + 5 * 8);
+    CHECK(test::max_abs_diff(gathered[r], torch::tensor({0.f, 0.f, 1.f, 1.f, 2.f, 2.f}).view({6, 1})) == 0);
   }
 }
 
