@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <sstream>
+#include <stdexcept>
 
 #include "adapters/adapter_file.h"
 #include "adapters/finetune.h"
@@ -204,6 +206,13 @@ void e2gan_data_job(const E2GanDataConfig& c, JobContext& ctx) {
 // ---- training -----------------------------------------------------------------------------------------
 
 namespace {
+
+// "t0", "t1", ... (a stream: GCC 12 misreads the bounds of "t" + std::to_string(k) as an overflow).
+std::string indexed_name(const char* prefix, std::size_t k) {
+  std::ostringstream name;
+  name << prefix << k;
+  return name.str();
+}
 
 // Held-out fidelity of a generator's edit: L1 and PSNR to the teacher (what it learns) and to the
 // ground truth, FD-shapes to the teacher's edits.
@@ -493,6 +502,16 @@ std::vector<torch::Tensor> lora_params(const std::vector<LoRA>& loras) {
 
 }  // namespace
 
+std::int64_t smallest_rank_within(const std::vector<std::pair<std::int64_t, double>>& trials, double tolerance) {
+  if (trials.empty()) throw std::invalid_argument("rank search: no trials to choose from");
+  double best = trials.front().second;
+  for (const auto& [r, l1] : trials) best = std::min(best, l1);
+  std::int64_t chosen = -1;
+  for (const auto& [r, l1] : trials)
+    if (l1 <= best * (1 + tolerance) && (chosen < 0 || r < chosen)) chosen = r;
+  return chosen;
+}
+
 void e2gan_concept_job(const E2GanConceptConfig& c, JobContext& ctx) {
   // Config -> build: the base generator (or a fresh one of its shape), the new edit's pairs.
   if (c.pairs.empty()) fail_field("pairs", "is required: the new edit's edit-pairs file (e2gan_data)");
@@ -580,11 +599,10 @@ void e2gan_concept_job(const E2GanConceptConfig& c, JobContext& ctx) {
           search_log.push_back(entry);
           ++trial;
         }
-        double best = results.front().second;
-        for (const auto& [r, l1] : results) best = std::min(best, l1);
-        std::int64_t chosen = 0;
-        for (const auto& [r, l1] : results)
-          if (l1 <= best * (1 + c.tolerance) && (chosen == 0 || r < chosen)) chosen = r;
+        const std::int64_t chosen = smallest_rank_within(results, c.tolerance);
+        const double best = std::min_element(results.begin(), results.end(), [](const auto& a, const auto& b) {
+                              return a.second < b.second;
+                            })->second;
         ranks[group] = chosen;
         ctx.report.info("rank search: " + group + " takes rank " + std::to_string(chosen) + " (best held-out L1 " +
                         std::to_string(best) + ", tolerance " + std::to_string(c.tolerance) + ")");
@@ -616,7 +634,7 @@ void e2gan_concept_job(const E2GanConceptConfig& c, JobContext& ctx) {
   GanTraining gan(g, sets, {ref}, c.loss, static_cast<std::uint64_t>(c.seed) + 1, device, ctx.shard);
   auto opt = gan.optimizer(trained);
   std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (std::size_t k = 0; k < trained.size(); ++k) named.emplace_back("t" + std::to_string(k), trained[k]);
+  for (std::size_t k = 0; k < trained.size(); ++k) named.emplace_back(indexed_name("t", k), trained[k]);
   TensorSet trained_set(named, /*copy=*/false);
   TrainLoop loop(
       ctx, c.train,
@@ -625,7 +643,10 @@ void e2gan_concept_job(const E2GanConceptConfig& c, JobContext& ctx) {
   loop.clip(trained);
   auto evaluate = [&](std::int64_t done) {
     const Fidelity f = fidelity(g, ref, val, probe ? &*probe : nullptr);
-    ctx.report.progress("eval", done, c.train.steps, {{"val_l1", f.l1}, {"val_psnr", f.psnr}});
+    std::map<std::string, double> scalars{{"val_l1", f.l1}, {"val_psnr", f.psnr}};
+    if (f.l1_truth >= 0) scalars["val_l1_truth"] = f.l1_truth;
+    if (f.fd >= 0) scalars["val_fd"] = f.fd;
+    ctx.report.progress("eval", done, c.train.steps, scalars);
     save_edit_grid(g, {val}, {ref}, {edit}, "step " + std::to_string(done), ctx.path("preview.png"));
     ctx.report.artifact("preview", ctx.path("preview.png"));
     return f;

@@ -11,6 +11,7 @@
 //                  baselines in the same job: a pix2pix-style generator from scratch, full fine-tuning.
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/config.h"
@@ -170,6 +171,10 @@ struct E2GanConceptConfig {
     v("device", device, "auto (CUDA when present), cpu, cuda or cuda:N");
   }
 };
+
+// The rank-search rule for one layer group: of its trials (rank, held-out L1), the smallest rank whose L1
+// is within `tolerance` (a fraction) of the best trial's. Rank 0 (no LoRA on the group) can be chosen.
+std::int64_t smallest_rank_within(const std::vector<std::pair<std::int64_t, double>>& trials, double tolerance);
 
 void e2gan_concept_job(const E2GanConceptConfig& config, JobContext& ctx);
 
