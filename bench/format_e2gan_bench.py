@@ -93,9 +93,8 @@ def main(root):
             reach = f"{t_search:.0f} s (search {m['search_seconds']:.0f} s)"
             times[name] = t_search
         else:
-            sec, step = time_to(run, m, target)
-            reach = f"{sec:.0f} s (step {step})" if sec is not None else f"not reached in {load(run / 'config.json')['steps']} steps"
-            times[name] = sec
+            reach = reach_text(run, m, target, "val_l1")
+            times[name], _ = time_to(run, m, target)
         truth = reach_text(run, m, target_truth, "val_l1_truth")
         print(f"| {label} | {m['stored_parameters']:,} | {100 * m['stored_fraction']:.2f}% | {reach} | {truth} | "
               f"{total:.0f} s | "
